@@ -1,0 +1,71 @@
+"""From a network to the eps_fn(x_t, t) -> eps that samplers take, with classifier-free guidance.
+
+Two levels:
+  model_fn(x_t, t, labels) -> eps   the network seen through its prediction type (model_eps_fn);
+  eps_fn(x_t, t) -> eps             what a sampler calls: labels bound, guidance applied.
+classifier_free_guidance wraps a model_fn into an eps_fn; guidance is a wrapper, not a sampler flag.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .objectives import _expand, to_eps
+from .schedules import NoiseSchedule
+
+
+def _net_dtype(net) -> torch.dtype | None:
+    params = getattr(net, "parameters", None)
+    if params is None:
+        return None
+    p = next(iter(params()), None)
+    return p.dtype if p is not None else None
+
+
+def model_eps_fn(net, schedule: NoiseSchedule, prediction: str = "eps") -> Callable:
+    """model_fn(x_t, t, labels) -> eps (float32) from a network trained with `prediction`.
+
+    x_t is cast to the network's parameter dtype only here, at the network boundary; the output
+    is converted to eps (objectives.to_eps) in float32. labels=None calls net(x_t, t).
+    """
+    dtype = _net_dtype(net)
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x_in = x.to(dtype) if dtype is not None else x
+        out = net(x_in, t) if labels is None else net(x_in, t, labels)
+        alpha_bar = _expand(schedule.alpha_bar_at(t).to(x.device), x)  # [B, 1, ...]
+        return to_eps(out.float(), x.float(), alpha_bar, prediction)
+    return model_fn
+
+
+def classifier_free_guidance(model_fn: Callable, labels: torch.Tensor, null_label: int, scale: float) -> Callable:
+    """eps_fn(x_t, t) = eps_u + scale (eps_c - eps_u) (Ho & Salimans 2022, eq. 6 with w = scale - 1).
+
+    model_fn(x_t, t, labels) -> eps is the network-level function (model_eps_fn). Conditional and
+    unconditional (labels = null_label) are evaluated in ONE batched call of size 2B. scale=1 is the
+    conditional model alone and skips the unconditional half; scale=0 is the unconditional model.
+    Combining in eps space equals combining in v or x0 space: to_eps is affine in the output.
+    """
+    if scale == 1.0:
+        return lambda x, t: model_fn(x, t, labels)
+    null = torch.full_like(labels, null_label)  # [B]
+
+    def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = model_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))  # [2B, ...]
+        eps_c, eps_u = eps.chunk(2)
+        return eps_u + scale * (eps_c - eps_u)
+    return eps_fn
+
+
+def make_eps_fn(net, schedule: NoiseSchedule, prediction: str = "eps", labels: torch.Tensor | None = None,
+                guidance_scale: float = 1.0, null_label: int | None = None) -> Callable:
+    """The sampler-ready eps_fn(x_t, t) for `net`: unconditional when labels is None, else conditional
+    on labels, with classifier-free guidance when guidance_scale != 1 (needs null_label)."""
+    model_fn = model_eps_fn(net, schedule, prediction)
+    if labels is None:
+        return lambda x, t: model_fn(x, t, None)
+    if guidance_scale != 1.0 and null_label is None:
+        raise ValueError(f"guidance_scale={guidance_scale} needs null_label (the label the network was "
+                         f"trained with for 'no class'); pass it or use guidance_scale=1.0.")
+    return classifier_free_guidance(model_fn, labels, null_label, guidance_scale)
