@@ -1,0 +1,508 @@
+"""Spoken digits: an offline SC09 analogue, "zero".."nine" spoken by espeak-ng.
+
+    python -m audiodiff.datasets.digits --out data/digits --per-digit 2000 --seed 0
+
+Layout of DIR:
+
+    build.json                       parameters and counts; a rerun with the same ones is a no-op
+    train.jsonl valid.jsonl test.jsonl
+                                     {"path", "label", "word", "speaker"} per line; "path" is
+                                     relative to DIR (use `read_manifest` to resolve it)
+    wavs/<split>/<label>/<speaker>_<k>.wav
+                                     1 s, 22,050 Hz, mono, 16-bit PCM, the word centred
+
+A speaker is an English espeak-ng voice plus a voice variant ("en-us+f3") with its own base
+rate, pitch and pitch range; each clip jitters those a little. Splits are disjoint in speakers
+(about 80/10/10). Same --per-digit and --seed give the same bytes for any --workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import io
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+__all__ = ["DIGITS", "SAMPLE_RATE", "CLIP_SAMPLES", "VOICES", "VARIANTS", "SPLITS",
+           "DigitsError", "build_digits", "read_manifest", "main"]
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SAMPLE_RATE = 22050  # espeak-ng's native rate, which is also the project's default audio rate
+CLIP_SAMPLES = SAMPLE_RATE  # exactly 1 s, as in SC09
+SPLITS = ("train", "valid", "test")
+
+# English accents shipped with espeak-ng (espeak-ng-data/lang/gmw/).
+VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+          "en-029", "en-us-nyc")
+# Variants (espeak-ng-data/voices/!v/) that still sound like a person saying a digit. Left out:
+# the robotic, long-echo and "demonic" ones (robosoft*, UniRobot, anikaRobot, RicishayMax*,
+# Marco, Demonic, Lee, kaukovalta, norbert, announcer, david), whose digits a template matcher
+# confused far more often, the test variant "fast", and "Mr serious" (a space in its name).
+VARIANTS = (
+    # formant synthesiser, lower pitch
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "Alex", "Andy", "AnxiousAndy", "Denis",
+    "Diogo", "Gene", "Gene2", "Henrique", "Hugo", "Jacky", "Mario", "Michael", "Mike", "Nguyen",
+    "Storm", "Tweaky", "antonio", "boris", "croak", "ed", "grandpa", "gustave", "iven", "iven2",
+    "iven3", "iven4", "john", "marcelo", "max", "michel", "miguel", "pablo", "paul", "pedro",
+    "quincy", "rob", "robert", "sandro", "shelby", "travis", "victor", "zac",
+    # formant synthesiser, higher pitch
+    "f1", "f2", "f3", "f4", "f5", "Alicia", "Andrea", "Annie", "anika", "aunty", "belinda",
+    "grandma", "linda", "steph", "steph2", "steph3",
+    # Klatt synthesiser
+    "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "Reed", "adam", "benjamin",
+    "caleb", "edward", "edward2", "mike2",
+    # whispered
+    "whisper", "whisperf",
+)
+
+FORMAT_VERSION = 1  # bump when the same parameters would give different audio
+_BUILDER = "audiodiff.datasets.digits"
+
+# espeak-ng parameter ranges (speak_lib.h): rate in words per minute 80..450, pitch and
+# range 0..100 around the variant's own (50 = unchanged, each end one octave away).
+_BASE_RATE = (135.0, 195.0)
+_BASE_PITCH = (30.0, 70.0)
+_BASE_RANGE = (25.0, 80.0)
+_JITTER_RATE = 0.08  # relative, per clip
+_JITTER_PITCH = 4.0
+_JITTER_RANGE = 6.0
+_PEAK_DBFS = (-7.0, -1.0)  # peak level after normalising, drawn per clip
+_VOLUME = 60  # below espeak's 100, whose louder variants clip inside the synthesiser
+
+_MAX_SPEECH = int(0.95 * CLIP_SAMPLES)  # leave some silence on both sides
+_TRIM_DB = -45.0  # frames this far below the loudest frame are silence
+_TRIM_HOP = 128
+_TRIM_PAD = 110  # ~5 ms kept on each side of the speech
+_FADE = 441  # 20 ms fade-out when a word must be cropped
+_MAX_TRIES = 3  # re-syntheses at a faster rate before cropping
+
+
+class DigitsError(Exception):
+    """A one-line, user-facing reason the digits build cannot go on."""
+
+
+# ----------------------------------------------------------------------------- espeak-ng
+
+# speak_lib.h constants
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_DONT_EXIT = 0x8000
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_RATE, _VOLUME_PARAM, _PITCH, _RANGE = 1, 2, 3, 4
+# int (*)(short *wav, int numsamples, espeak_EVENT *events); the events are not needed
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                   ctypes.c_void_p)
+
+
+def _espeak_paths() -> tuple[str, str]:
+    """(shared library, espeak-ng-data) from the espeakng-loader wheel."""
+    try:
+        import espeakng_loader
+    except ImportError:
+        raise DigitsError('espeakng-loader is not installed; run: pip install -e ".[digits]"') from None
+    lib, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+    if not Path(lib).is_file():
+        raise DigitsError(f"espeakng-loader has no espeak-ng library at {lib}; reinstall it: "
+                          'pip install --force-reinstall -e ".[digits]"')
+    # espeak_SetVoiceByName ignores an unknown variant silently, so check them here: a missing
+    # one would otherwise give clips labelled with a speaker that did not say them.
+    missing = [v for v in VARIANTS if not (Path(data) / "voices" / "!v" / v).is_file()]
+    if missing:
+        raise DigitsError(f"espeak-ng data at {data} lacks voice variants {missing}; "
+                          'upgrade it: pip install -U -e ".[digits]"')
+    return lib, data
+
+
+def _espeak_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("espeakng-loader")
+    except Exception:
+        return "unknown"
+
+
+def _load_unused(lib_path: str) -> ctypes.CDLL:
+    """The espeak-ng library with static state nobody has touched in this process.
+
+    A process forked from one that already used espeak-ng (a notebook, a test) shares that
+    instance and its state; a copy under another file name is a separate instance.
+    """
+    if hasattr(os, "RTLD_NOLOAD"):
+        try:
+            ctypes.CDLL(lib_path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+        except OSError:
+            return ctypes.CDLL(lib_path)  # not loaded yet: the usual case
+        with tempfile.TemporaryDirectory(prefix="audiodiff-espeak-") as tmp:
+            private = Path(tmp) / Path(lib_path).name
+            shutil.copyfile(lib_path, private)
+            return ctypes.CDLL(str(private))  # stays mapped after the file is removed
+    return ctypes.CDLL(lib_path)
+
+
+class _Espeak:
+    """espeak-ng in synchronous mode; its state is process-global, so one per process."""
+
+    def __init__(self, lib_path: str, data_path: str) -> None:
+        lib = _load_unused(lib_path)
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(),
+                                     _INITIALIZE_DONT_EXIT)
+        if rate != SAMPLE_RATE:
+            raise RuntimeError(f"espeak_Initialize({data_path}) returned {rate}, "
+                               f"expected the sample rate {SAMPLE_RATE}")
+        self.lib = lib
+        self._chunks: list[bytes] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference or ctypes frees it
+        lib.espeak_SetSynthCallback(self._callback)
+        try:  # some espeak-ng builds draw breath noise from libc rand(); seed it too
+            self._srand = ctypes.CDLL(None).srand
+        except (OSError, AttributeError):
+            self._srand = None
+
+    def _collect(self, wav, numsamples, events) -> int:
+        if numsamples > 0 and wav:
+            self._chunks.append(ctypes.string_at(wav, 2 * numsamples))
+        return 0  # 0 = go on
+
+    def say(self, word: str, voice: str, rate: int, pitch: int, pitch_range: int,
+            noise_seed: int) -> np.ndarray:
+        """int16 samples of `word`, with espeak's own leading and trailing silence."""
+        lib = self.lib
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise RuntimeError(f"espeak-ng has no voice {voice!r}")
+        for param, value in ((_RATE, rate), (_VOLUME_PARAM, _VOLUME), (_PITCH, pitch),
+                             (_RANGE, pitch_range)):
+            lib.espeak_SetParameter(param, int(value), 0)
+        lib.espeak_ng_SetRandSeed(noise_seed)
+        if self._srand is not None:
+            self._srand(noise_seed)
+        self._chunks = []
+        text = word.encode()
+        err = lib.espeak_Synth(text, len(text) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        if err != 0:
+            raise RuntimeError(f"espeak_Synth({word!r}, voice {voice!r}) failed with code {err}")
+        lib.espeak_Synchronize()
+        return np.frombuffer(b"".join(self._chunks), dtype=np.int16)
+
+
+# ----------------------------------------------------------------------------- one clip
+
+def _speech_span(wave: np.ndarray) -> tuple[int, int]:
+    """[start, end) of the part louder than _TRIM_DB below the loudest frame, padded."""
+    x = wave.astype(np.float64)
+    n_frames = max(1, math.ceil(len(x) / _TRIM_HOP))
+    x = np.pad(x, (0, n_frames * _TRIM_HOP - len(x)))
+    energy = (x.reshape(n_frames, _TRIM_HOP) ** 2).mean(axis=1)
+    loud = np.flatnonzero(energy > energy.max() * 10 ** (_TRIM_DB / 10))
+    if energy.max() == 0 or len(loud) == 0:
+        return 0, 0
+    start = max(0, loud[0] * _TRIM_HOP - _TRIM_PAD)
+    end = min(len(wave), (loud[-1] + 1) * _TRIM_HOP + _TRIM_PAD)
+    return start, end
+
+
+def _render_clip(engine: _Espeak, clip: dict) -> dict:
+    """Synthesise one clip into clip["path"] (atomically); return what happened."""
+    rate = clip["rate"]
+    for attempt in range(_MAX_TRIES + 1):
+        raw = engine.say(clip["word"], clip["speaker"], rate, clip["pitch"], clip["range"],
+                         clip["noise_seed"])
+        start, end = _speech_span(raw)
+        speech = raw[start:end].astype(np.float64)
+        if len(speech) <= _MAX_SPEECH or attempt == _MAX_TRIES or rate >= 450:
+            break
+        # Too long for 1 s: say it faster rather than cut the word.
+        rate = min(450, math.ceil(rate * len(speech) / _MAX_SPEECH * 1.05))
+    if len(speech) == 0:
+        raise RuntimeError(f"espeak-ng gave silence for {clip['word']!r} with voice {clip['speaker']!r}")
+    cropped = len(speech) > _MAX_SPEECH
+    if cropped:  # keep the start of the word, which carries its identity, and fade out
+        speech = speech[:_MAX_SPEECH]
+        speech[-_FADE:] *= np.linspace(1.0, 0.0, _FADE)
+    out = np.zeros(CLIP_SAMPLES, dtype=np.float64)
+    offset = (CLIP_SAMPLES - len(speech)) // 2
+    out[offset:offset + len(speech)] = speech
+    out *= 10 ** (clip["peak_dbfs"] / 20) / np.abs(out).max()
+    pcm = np.round(out * 32767).astype(np.int16)
+
+    path = Path(clip["path"])
+    # Encode in memory: soundfile fsyncs a real file on close, which costs more than the rest.
+    buffer = io.BytesIO()
+    sf.write(buffer, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+    return {"resynthesised": rate != clip["rate"], "cropped": cropped}
+
+
+# ----------------------------------------------------------------------------- workers
+#
+# espeak-ng carries hidden state from one utterance to the next (glottal phase, pitch flutter,
+# filter memories), so the same parameters give different samples depending on what was said
+# before in that process. Each speaker is therefore rendered, clips in plan order, by a process
+# whose espeak-ng has never spoken: a child forked from a worker that only initialised it, or
+# (without fork) a fresh pool process. That makes the bytes independent of --workers.
+
+_ENGINE: _Espeak | None = None
+_ESPEAK_PATHS: tuple[str, str] | None = None
+
+
+def _init_worker(lib_path: str, data_path: str) -> None:
+    global _ENGINE, _ESPEAK_PATHS
+    _ESPEAK_PATHS = (lib_path, data_path)
+    if hasattr(os, "fork"):
+        _ENGINE = _Espeak(lib_path, data_path)  # initialised, never used here: children speak
+
+
+def _render_speaker_here(clips: list[dict]) -> dict:
+    engine = _ENGINE if hasattr(os, "fork") else _Espeak(*_ESPEAK_PATHS)
+    reports = [_render_clip(engine, clip) for clip in clips]
+    return {"clips": len(reports), "resynthesised": sum(r["resynthesised"] for r in reports),
+            "cropped": sum(r["cropped"] for r in reports)}
+
+
+def _render_speaker(clips: list[dict]) -> dict:
+    """Render one speaker's clips in a process with a fresh espeak-ng; return counts."""
+    if not hasattr(os, "fork"):  # the pool gives every task a new process (maxtasksperchild=1)
+        return _render_speaker_here(clips)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report through the pipe, never return into the pool's code
+        status = 1
+        try:
+            os.close(read_fd)
+            report = _render_speaker_here(clips)
+            status = 0
+        except BaseException as exc:  # noqa: BLE001 - the parent re-raises it
+            report = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            os.write(write_fd, json.dumps(report).encode())
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    report = json.loads(data) if data else {"error": f"renderer exited with status {status}"}
+    if "error" in report:
+        raise RuntimeError(f"speaker {clips[0]['speaker']}: {report['error']}")
+    return report
+
+
+# ----------------------------------------------------------------------------- plan
+
+def _plan(per_digit: int, seed: int) -> list[dict]:
+    """Every clip with all its random parameters, drawn here so workers only render.
+
+    Speakers: min(per_digit, all voice/variant pairs), so each speaker says every digit
+    (once at SC09 scale, several times when per_digit exceeds the speaker count) and every
+    split has all ten digits. Uses Python's `random`, whose streams are stable across versions.
+    """
+    rng = random.Random(seed)
+    pairs = [f"{voice}+{variant}" for voice in VOICES for variant in VARIANTS]
+    rng.shuffle(pairs)
+    n = min(per_digit, len(pairs))
+    names = pairs[:n]
+    n_valid = max(1, round(0.1 * n)) if n >= 2 else 0
+    n_test = max(1, round(0.1 * n)) if n >= 3 else 0
+    n_train = n - n_valid - n_test
+    split_of = {name: SPLITS[0] if i < n_train else SPLITS[1] if i < n_train + n_valid else SPLITS[2]
+                for i, name in enumerate(names)}
+    base = {name: (rng.uniform(*_BASE_RATE), rng.uniform(*_BASE_PITCH), rng.uniform(*_BASE_RANGE))
+            for name in names}
+
+    clips = []
+    for label, word in enumerate(DIGITS):
+        for i in range(per_digit):
+            # Train speakers come first, so they take the extra clips when n does not divide.
+            speaker = names[i % n]
+            rate, pitch, pitch_range = base[speaker]
+            split = split_of[speaker]
+            clips.append({
+                "split": split, "label": label, "word": word, "speaker": speaker,
+                "rate": round(rate * (1 + rng.uniform(-_JITTER_RATE, _JITTER_RATE))),
+                "pitch": min(100, max(0, round(pitch + rng.uniform(-_JITTER_PITCH, _JITTER_PITCH)))),
+                "range": min(100, max(0, round(pitch_range + rng.uniform(-_JITTER_RANGE, _JITTER_RANGE)))),
+                "peak_dbfs": round(rng.uniform(*_PEAK_DBFS), 3),
+                "noise_seed": rng.randrange(1, 2**31 - 1),
+                "relpath": f"wavs/{split}/{label}/{speaker}_{i // n}.wav",
+            })
+    return clips
+
+
+# ----------------------------------------------------------------------------- build
+
+def read_manifest(path: str | os.PathLike) -> list[dict]:
+    """Entries of a digits jsonl manifest, with "path" made absolute (relative to the file)."""
+    path = Path(path)
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                entry = json.loads(line)
+                entry["path"] = str((path.parent / entry["path"]).resolve())
+                entries.append(entry)
+    return entries
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_args(per_digit, seed, workers) -> int:
+    if isinstance(per_digit, bool) or not isinstance(per_digit, int) or per_digit < 1:
+        raise DigitsError(f"per_digit must be a whole number >= 1, got {per_digit!r}; "
+                          "2000 matches SC09, 2-3 is enough for a smoke test")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DigitsError(f"seed must be a whole number, got {seed!r}")
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DigitsError(f"workers must be a whole number >= 1, got {workers!r}")
+    return workers
+
+
+def build_digits(out_dir: str | os.PathLike, per_digit: int = 2000, seed: int = 0,
+                 workers: int | None = None, verbose: bool = True) -> dict:
+    """Build (or resume, or confirm) the spoken-digits set in out_dir; return clips per split."""
+    workers = _check_args(per_digit, seed, workers)
+    out = Path(out_dir)
+    params = {"builder": _BUILDER, "format": FORMAT_VERSION, "per_digit": per_digit, "seed": seed}
+    say = print if verbose else (lambda *a, **k: None)
+
+    if out.exists() and not out.is_dir():
+        raise DigitsError(f"--out {out} is a file; give a directory")
+    record_path = out / "build.json"
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = None
+        if not isinstance(record, dict) or record.get("builder") != _BUILDER:
+            raise DigitsError(f"--out {out} is a non-empty directory that no digits build made; "
+                              "give a new or empty directory")
+        theirs = {k: record.get(k) for k in params}
+        if theirs != params:
+            raise DigitsError(f"--out {out} holds a digits build with per_digit={theirs['per_digit']} "
+                              f"seed={theirs['seed']} (format {theirs['format']}); give a new "
+                              "directory or delete that one")
+        if record.get("complete"):
+            counts = record["counts"]
+            say(f"{out}: already built with per_digit={per_digit} seed={seed} "
+                f"({', '.join(f'{s} {counts[s]}' for s in SPLITS)}); nothing to do")
+            return counts
+
+    lib_path, data_path = _espeak_paths()
+    started = time.time()
+    clips = _plan(per_digit, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(record_path, json.dumps({**params, "complete": False}, indent=2) + "\n")
+
+    # A killed build leaves finished wavs (written by rename) and maybe *.tmp files: keep the
+    # former, drop the latter, render the rest.
+    wav_root = out / "wavs"
+    for stale in wav_root.rglob("*.tmp") if wav_root.is_dir() else ():
+        stale.unlink()
+    for split in SPLITS:
+        for label in range(len(DIGITS)):
+            (wav_root / split / str(label)).mkdir(parents=True, exist_ok=True)
+    by_speaker: dict[str, list[dict]] = {}
+    for c in clips:
+        by_speaker.setdefault(c["speaker"], []).append({**c, "path": str(out / c["relpath"])})
+    # A speaker's clips depend on each other (see _render_speaker), so redo a speaker whole.
+    todo = [group for group in by_speaker.values() if not all(Path(c["path"]).is_file() for c in group)]
+    n_todo = sum(len(group) for group in todo)
+
+    resynthesised = cropped = 0
+    if todo:
+        import multiprocessing
+
+        from tqdm import tqdm
+
+        # fork: quick, and works when __main__ cannot be re-imported (stdin, some notebooks).
+        # The pool is made before tqdm so that workers fork from a process without its thread.
+        fork = "fork" in multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if fork else "spawn")
+        with context.Pool(min(workers, len(todo)), initializer=_init_worker,
+                          initargs=(lib_path, data_path),
+                          maxtasksperchild=None if fork else 1) as pool:
+            with tqdm(total=len(clips), initial=len(clips) - n_todo, unit="clip",
+                      desc="digits", disable=not verbose) as bar:
+                for report in pool.imap_unordered(_render_speaker, todo):
+                    bar.update(report["clips"])
+                    resynthesised += report["resynthesised"]
+                    cropped += report["cropped"]
+
+    counts = {}
+    for split in SPLITS:
+        rows = sorted((c for c in clips if c["split"] == split),
+                      key=lambda c: (c["label"], c["speaker"], c["relpath"]))
+        counts[split] = len(rows)
+        _write_atomic(out / f"{split}.jsonl", "".join(
+            json.dumps({"path": c["relpath"], "label": c["label"], "word": c["word"],
+                        "speaker": c["speaker"]}) + "\n" for c in rows))
+    speakers = {split: len({c["speaker"] for c in clips if c["split"] == split}) for split in SPLITS}
+    record = {**params, "complete": True, "sample_rate": SAMPLE_RATE, "clip_samples": CLIP_SAMPLES,
+              "counts": counts, "speakers": speakers, "espeakng_loader": _espeak_version(),
+              "paths": "relative to this directory"}
+    _write_atomic(record_path, json.dumps(record, indent=2) + "\n")
+
+    seconds = time.time() - started
+    say(f"{out}: {', '.join(f'{s} {counts[s]} clips/{speakers[s]} speakers' for s in SPLITS)}; "
+        f"{sum(speakers.values())} speakers, {n_todo} clips rendered in {seconds:.1f} s "
+        f"({resynthesised} said faster to fit 1 s, {cropped} cropped)")
+    if speakers["test"] == 0:
+        say(f"note: per_digit={per_digit} gives too few speakers for a valid/test split; use >= 3")
+    return counts
+
+
+# ----------------------------------------------------------------------------- CLI
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m audiodiff.datasets.digits",
+                     description="Build the spoken-digits set (an SC09 analogue) with espeak-ng.")
+    parser.add_argument("--out", required=True, help="output directory (new, empty, or an earlier build)")
+    parser.add_argument("--per-digit", type=int, default=2000,
+                        help="clips per digit (default 2000, about SC09's size)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default: all CPU cores)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    args = parser.parse_args(argv)
+    # Call through the imported module, not __main__, so worker processes can find the functions.
+    from audiodiff.datasets import digits
+
+    try:
+        digits.build_digits(args.out, args.per_digit, args.seed, args.workers, verbose=not args.quiet)
+    except digits.DigitsError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except KeyboardInterrupt:  # finished wavs are kept; the same command picks up from them
+        parser.exit(130, f"{parser.prog}: interrupted; run the same command again to resume\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
