@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,11 +124,17 @@ class AudioFileError(ValueError):
     """A file could not be used as audio; the message is one line naming the file and why."""
 
 
+def _os_path(path: Path) -> bytes:
+    """The file name as bytes: soundfile encodes str names strictly, so names that are not
+    valid UTF-8 (held as surrogate escapes) would fail to open."""
+    return os.fsencode(path)
+
+
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
     """Header of an audio file without reading samples (raises AudioFileError)."""
     path = Path(path)
     try:
-        return sf.info(str(path))
+        return sf.info(_os_path(path))
     except Exception as e:  # soundfile raises several types for broken files
         raise AudioFileError(f"{path}: cannot decode audio ({_one_line(e)})") from None
 
@@ -165,7 +172,7 @@ def load_audio(path: str | Path, sample_rate: int | None = None, *,
     out = np.empty(frames, dtype=np.float32)
     pos = 0
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(_os_path(path)) as f:
             for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True, frames=frames):
                 n = block.shape[0]
                 out[pos:pos + n] = block.mean(axis=1)
