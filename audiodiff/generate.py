@@ -1,0 +1,357 @@
+"""python -m audiodiff.generate --out DIR: sample clips from a trained model into a folder.
+
+    python -m audiodiff.generate --out clips/                       # newest run under ./exp or egs/*/exp
+    python -m audiodiff.generate --out clips/ --model exp/digits --num 20 --label 3,7 --guidance 2
+
+DIR gets clip_0000.wav ..., a mel spectrogram PNG per clip, index.html (players and
+spectrograms; open it straight from disk) and clips.jsonl (every setting that regenerates each
+clip: clip i uses seed + i, whatever the batch). The folder is written beside DIR under a
+temporary name and renamed at the end, so DIR is never half-written; a non-empty DIR is refused
+unless --overwrite. Mistakes in arguments exit with status 2 and one line, before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+SAMPLER_CHOICES = ("ddpm", "ddim", "dpmpp")
+VOCODER_CHOICES = ("griffinlim", "hifigan")
+FORMATS = ("wav", "flac")
+NO_MODEL_HINT = ("no trained model found under ./exp or egs/*/exp; train one with "
+                 "`bash egs/digits/run.sh --smoke` or pass --model PATH")
+
+
+class UsageError(Exception):
+    """A mistake in the arguments: one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; one line is enough
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m audiodiff.generate", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=Path, help="output folder (must be new or empty)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="a training run directory, a checkpoint in one, or a model directory (save_pretrained); "
+                        "default: the run with the newest checkpoint under ./exp or egs/*/exp")
+    p.add_argument("--num", type=int, default=8, help="number of clips (default 8)")
+    p.add_argument("--batch-size", type=int, default=16, help="clips sampled at once (default 16)")
+    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
+    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default="dpmpp", help="default dpmpp (DPM-Solver++(2M))")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (ddim only; default 0)")
+    p.add_argument("--seed", type=int, default=0, help="clip i uses seed + i (default 0)")
+    p.add_argument("--vocoder", default="griffinlim",
+                   help="griffinlim (default), hifigan (pretrained), or a fine-tuned HiFi-GAN: its generator.pt "
+                        "or its run folder (python -m audiodiff.train task=vocoder)")
+    p.add_argument("--label", action="append", default=None, metavar="L",
+                   help="class label(s) of a class-conditional model: repeat or comma-separate; "
+                        "clips cycle through them")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--seconds", type=str, default=None, help="clip length (default: the training segment)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 autocast for the net on CUDA, float32 on CPU")
+    p.add_argument("--format", choices=FORMATS, default="wav", help="audio file format (default wav)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier generate output")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+# --------------------------------------------------------------------------- helpers
+
+def find_latest_run(root: Path = Path(".")) -> Path | None:
+    """The run (config.yaml + checkpoints/step_*.pt) under root/exp or root/egs/*/exp, one or two
+    levels down, whose newest checkpoint was written last; None when there is none."""
+    from audiodiff.checkpoint import list_checkpoints
+
+    patterns = ("exp/*", "exp/*/*", "egs/*/exp/*", "egs/*/exp/*/*")
+    best, best_time = None, -math.inf
+    for pattern in patterns:
+        for run in root.glob(pattern):
+            if not (run / "config.yaml").is_file():
+                continue
+            ckpts = list_checkpoints(run / "checkpoints")
+            if not ckpts:
+                continue
+            newest = max(p.stat().st_mtime for p in ckpts)
+            if newest > best_time:
+                best, best_time = run, newest
+    return best
+
+
+def parse_labels(values: list[str] | None) -> list[int] | None:
+    if not values:
+        return None
+    labels = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                labels.append(int(part))
+            except ValueError:
+                raise UsageError(f"--label {part!r} is not an integer class index") from None
+    if not labels:
+        raise UsageError("--label was given without a value")
+    return labels
+
+
+def parse_seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise UsageError(f"--seconds {value!r} is not a number") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"--seconds {value} must be a number > 0")
+    return seconds
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder; choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UsageError(f"--out {out} is not empty; pass --overwrite to replace it, or choose another --out")
+    resolved, cwd = out.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve():
+        raise UsageError(f"--out {out} is the current folder, one above it or your home folder; "
+                         "--overwrite replaces the whole folder, so choose a dedicated one")
+    if not (out / "clips.jsonl").is_file():
+        raise UsageError(f"--out {out} holds files that audiodiff.generate did not write (no clips.jsonl); "
+                         "--overwrite only replaces an earlier generate output, so choose another --out")
+
+
+def save_mel_png(path: Path, mel, normalization: str = "minmax") -> None:
+    """A small spectrogram image (low frequencies at the bottom), without pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.2, 1.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    limits = {"vmin": -1.0, "vmax": 1.0} if normalization == "minmax" else {}
+    ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", interpolation="nearest", **limits)
+    ax.set_axis_off()
+    fig.savefig(path, format="png")
+
+
+def write_index(path: Path, records: list[dict], header: dict) -> None:
+    esc = html.escape
+    rows = "\n".join(
+        f"<tr><td>{r['index']}</td><td>{esc(str(r['label']) if r['label'] is not None else '-')}</td>"
+        f"<td>{r['seed']}</td><td>{esc(r['sampler'])}</td><td>{r['steps']}</td>"
+        f"<td><audio controls preload=\"none\" src=\"{esc(r['file'])}\"></audio><br><code>{esc(r['file'])}</code></td>"
+        f"<td><img src=\"{esc(r['spectrogram'])}\" alt=\"mel spectrogram of {esc(r['file'])}\"></td></tr>"
+        for r in records)
+    facts = "\n".join(f"<li><b>{esc(k)}</b>: <code>{esc(str(v))}</code></li>" for k, v in header.items())
+    path.write_text(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>audiodiff clips</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:middle}} img{{display:block}}</style></head>
+<body><h1>audiodiff clips</h1>
+<ul>
+{facts}
+</ul>
+<table>
+<tr><th>#</th><th>label</th><th>seed</th><th>sampler</th><th>steps</th><th>audio</th><th>mel spectrogram</th></tr>
+{rows}
+</table>
+<p>Every clip's settings are in <a href="clips.jsonl">clips.jsonl</a>; its <code>command</code> regenerates it.</p>
+</body></html>
+""")
+
+
+def regenerate_command(model: Path, record: dict, device: str) -> str:
+    parts = ["python", "-m", "audiodiff.generate", "--model", str(model), "--out", "OUT", "--num", "1",
+             "--seed", str(record["seed"]), "--sampler", record["sampler"], "--steps", str(record["steps"]),
+             "--vocoder", record["vocoder"], "--device", device, "--format", record["file"].rsplit(".", 1)[-1]]
+    if record["label"] is not None:
+        parts += ["--label", str(record["label"])]
+    if record["guidance"] != 1.0:
+        parts += ["--guidance", repr(record["guidance"])]
+    if record["seconds"] is not None:
+        parts += ["--seconds", repr(record["seconds"])]
+    if record["eta"]:
+        parts += ["--eta", repr(record["eta"])]
+    return shlex.join(parts)
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` folder to `out`, replacing an empty or earlier output folder."""
+    old = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        else:
+            out.rmdir()
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- main
+
+def generate(args: argparse.Namespace) -> str:
+    """Validate, load, sample, write; returns the final summary line. Raises UsageError."""
+    from tqdm.auto import tqdm
+
+    import audiodiff
+    from audiodiff.audio import save_audio
+    from audiodiff.pipeline import AudioDiffusionPipeline, read_model_config
+    from audiodiff.train import UsageError as TrainUsageError, pick_device
+    from audiodiff.vocoders import MissingPackageError
+
+    start = time.perf_counter()
+    # ---- validate everything before any work: arguments, output folder, model config
+    if args.num < 1:
+        raise UsageError(f"--num {args.num} must be >= 1")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size} must be >= 1")
+    labels = parse_labels(args.label)
+    seconds = parse_seconds(args.seconds)
+    out = args.out
+    check_out_dir(out, args.overwrite)
+    model = args.model
+    if model is None:
+        model = find_latest_run(Path("."))
+        if model is None:
+            raise UsageError(NO_MODEL_HINT)
+        print(f"audiodiff.generate: using {model} (the run with the newest checkpoint)", file=sys.stderr)
+    try:
+        spec = read_model_config(model)
+        clip_labels = None if labels is None else [labels[i % len(labels)] for i in range(args.num)]
+        spec.check_request(batch_size=args.num, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                           labels=clip_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta)
+    except ValueError as e:  # ModelLoadError included
+        raise UsageError(_flag_names(str(e))) from None
+    if args.vocoder not in VOCODER_CHOICES and not Path(args.vocoder).exists():
+        raise UsageError(f"--vocoder {args.vocoder!r} is neither {' nor '.join(VOCODER_CHOICES)} nor an existing "
+                         "HiFi-GAN generator.pt or vocoder run folder")
+    try:
+        device = pick_device(args.device)
+    except TrainUsageError as e:
+        raise UsageError(str(e).replace("device=", "--device ")) from None
+
+    # ---- load (weights, vocoder): still nothing written
+    try:
+        pipe = AudioDiffusionPipeline.from_pretrained(model, device=device, vocoder=args.vocoder)
+    except (ValueError, MissingPackageError, FileNotFoundError) as e:
+        raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    loaded = time.perf_counter()
+    vocoder = args.vocoder if args.vocoder in VOCODER_CHOICES else str(Path(args.vocoder).resolve())
+
+    # ---- sample into a temporary folder beside --out, then rename
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    records, total_seconds, scaled = [], 0.0, 0
+    try:
+        bar = tqdm(total=args.num, desc="clips", unit="clip", disable=args.quiet, file=sys.stderr,
+                   dynamic_ncols=True)
+        for first in range(0, args.num, args.batch_size):
+            n = min(args.batch_size, args.num - first)
+            batch_labels = None if clip_labels is None else clip_labels[first:first + n]
+            result = pipe(batch_size=n, steps=args.steps, sampler=args.sampler, seed=args.seed + first,
+                          labels=batch_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta,
+                          progress=not args.quiet, return_mel=True, precision=args.precision)
+            for j in range(n):
+                i = first + j
+                name = f"clip_{i:04d}"
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    save_audio(tmp / f"{name}.{args.format}", result.audio[j], result.sample_rate)
+                scaled += any("full scale" in str(w.message) for w in caught)
+                save_mel_png(tmp / f"{name}.png", result.mel[j].numpy(), pipe.audio_config.normalization)
+                duration = result.audio.shape[-1] / result.sample_rate
+                total_seconds += duration
+                record = {
+                    "index": i, "file": f"{name}.{args.format}", "spectrogram": f"{name}.png",
+                    "model": str(Path(model).resolve()), "checkpoint": str(Path(pipe.source).resolve()),
+                    "step": pipe.config.get("step"), "sampler": args.sampler, "steps": args.steps,
+                    "seed": result.seeds[j], "label": None if batch_labels is None else batch_labels[j],
+                    "guidance": float(args.guidance), "eta": float(args.eta), "seconds": seconds,
+                    "duration": duration, "num_frames": int(result.mel.shape[-1]), "vocoder": vocoder,
+                    "sample_rate": result.sample_rate, "device": device.type, "precision": args.precision,
+                    "audiodiff_version": audiodiff.__version__,
+                }
+                record["command"] = regenerate_command(Path(model), record, device.type)
+                records.append(record)
+            bar.update(n)
+        bar.close()
+        with open(tmp / "clips.jsonl", "w") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+        header = {"model": str(Path(model).resolve()), "checkpoint": str(Path(pipe.source).resolve()),
+                  "step": pipe.config.get("step"),
+                  "sampler": args.sampler, "steps": args.steps, "seeds": f"{args.seed} .. {args.seed + args.num - 1}",
+                  "guidance": args.guidance, "vocoder": vocoder, "sample rate": pipe.sample_rate,
+                  "device": str(device), "audiodiff": audiodiff.__version__,
+                  "command": shlex.join(["python", "-m", "audiodiff.generate", *map(str, args.argv)])}
+        write_index(tmp / "index.html", records, header)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if scaled:
+        print(f"audiodiff.generate: {scaled} clip(s) peaked above full scale and were scaled down to 0.99",
+              file=sys.stderr)
+    wall = time.perf_counter() - loaded
+    rtf = total_seconds / wall if wall > 0 else float("inf")
+    return (f"wrote {args.num} clips ({total_seconds:.1f} s of audio) to {out} in {wall:.1f} s: real-time factor "
+            f"{rtf:.2f} (audio seconds per wall second; model load {loaded - start:.1f} s, device {device})")
+
+
+def _flag_names(message: str) -> str:
+    """Pipeline messages name keyword arguments; on the command line say the flag."""
+    for kwarg, flag in (("guidance_scale=", "--guidance "), ("steps=", "--steps "), ("sampler=", "--sampler "),
+                        ("seconds=", "--seconds "), ("eta=", "--eta "), ("seed=", "--seed "),
+                        ("batch_size=", "--num ")):
+        message = message.replace(kwarg, flag)
+    return message
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        summary = generate(args)
+    except UsageError as e:
+        print(f"audiodiff.generate: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("audiodiff.generate: interrupted; --out was not written", file=sys.stderr)
+        return 130
+    except OSError as e:  # a full disk, a read-only folder: the temporary folder is already removed
+        print(f"audiodiff.generate: {e}; --out was not written", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
