@@ -3,7 +3,8 @@
 # and optionally extra_opts (space-separated --flags taking a value) which land in
 # variables named after them (--data-dir -> data_dir). It gets: stage, stop_stage, nproc,
 # smoke/cpu experiment switches, overrides (Hydra key=value list), get KEY (a value of the
-# resolved experiment config), log MSG, and train_launcher (python or torchrun).
+# resolved experiment config), log MSG, train_launcher (python or torchrun), stage_on N,
+# and work: the root for data/ dump/ exp/ ($AUDIODIFF_WORK, default the recipe folder).
 set -euo pipefail
 export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -48,5 +49,8 @@ get() { python -m audiodiff.train "+experiment=$experiment" "${overrides[@]}" --
 log() { echo "[$_recipe $(date +%H:%M:%S)] $*"; }
 train_launcher=(python -m audiodiff.train)
 [ "$nproc" -gt 1 ] && train_launcher=(torchrun --standalone --nproc_per_node "$nproc" -m audiodiff.train)
+# Where data/, dump/ and exp/ go: the recipe folder, or $AUDIODIFF_WORK (tests, scratch disks).
+work=${AUDIODIFF_WORK:-.}
+mkdir -p "$work"
 stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 get name >/dev/null  # fail early, in one line, on a bad experiment or override

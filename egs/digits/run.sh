@@ -15,9 +15,9 @@ source ../common/recipe.sh
 
 name=$(get name)
 per_digit=$(get recipe.per_digit)
-data=data/digits_$per_digit
-dump=dump/$name
-exp=exp/$name
+data=$work/data/digits_$per_digit
+dump=$work/dump/$name
+exp=$work/exp/$name
 
 if stage_on 0; then
   log "stage 0: speak the digits ($per_digit per digit) -> $data"
@@ -52,5 +52,5 @@ if stage_on 4; then
   python -m audiodiff.generate --model "$exp" --out "$exp/clips" --overwrite --num "$num" \
     --steps "$(get recipe.generate_steps)" --sampler "$(get recipe.sampler)" --vocoder "$vocoder" \
     --guidance "$(get recipe.guidance)" --label "$labels"
-  log "done: open $PWD/$exp/clips/index.html"
+  log "done: open $(cd "$exp/clips" && pwd)/index.html"
 fi
