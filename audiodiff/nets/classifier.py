@@ -8,10 +8,11 @@ NDB/K (audiodiff.evaluate). Trained by audiodiff.train_classifier.
     logits = net(mel)            # [B, num_classes]
     emb = net.features(mel)      # [B, net.embed_dim], what FID is computed on
 
-Layout: input BatchNorm, a 3x3 stem, then `len(blocks)` stages of aggregated-residual blocks
-(ResNeXt, Xie et al. 2017: 1x1 -> grouped 3x3 -> 1x1, plus the identity), each stage halving
-both axes and doubling the channels, then global average pooling over mel and time (so any
-number of frames works) and a linear head.
+Layout: input BatchNorm, a stride-2 3x3 stem, then `len(blocks)` stages of aggregated-residual
+blocks (ResNeXt, Xie et al. 2017: 1x1 -> grouped 3x3 -> 1x1, plus the identity), each stage after
+the first halving both axes and doubling the channels, then global average pooling over mel and
+time (so any number of frames works) and a linear head. The default (width 32, 4 stages) has
+279k parameters and a 256-dim embedding.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ class MelClassifier(nn.Module):
         for stage, count in enumerate(blocks):
             out = width * 2 ** stage
             for i in range(count):
-                layers.append(ResNeXtBlock(channels, out, stride=2 if i == 0 and stage > 0 else 1, cardinality=cardinality))
+                stride = 2 if i == 0 and stage > 0 else 1  # the stem already halved both axes
+                layers.append(ResNeXtBlock(channels, out, stride=stride, cardinality=cardinality))
                 channels = out
         self.stages = nn.Sequential(*layers)
         self.embed_dim = channels

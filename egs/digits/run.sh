@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Spoken digits (an SC09 analogue made offline with espeak-ng), end to end:
 #   0 build the clips   1 prepare features   2 train   3 fine-tune the vocoder (optional)
-#   4 generate
+#   4 generate   5 train the SC09-style digit classifier and score generated clips
 # Usage: bash egs/digits/run.sh [--smoke|--cpu] [--stage N] [--stop-stage N] [--nproc N]
 #                               [--finetune-vocoder] [HYDRA_OVERRIDES...]
 # Every setting lives in recipes/experiment/digits*.yaml; this script only sequences
@@ -53,4 +53,15 @@ if stage_on 4; then
     --steps "$(get recipe.generate_steps)" --sampler "$(get recipe.sampler)" --vocoder "$vocoder" \
     --guidance "$(get recipe.guidance)" --label "$labels"
   log "done: open $(cd "$exp/clips" && pwd)/index.html"
+fi
+
+if stage_on 5; then
+  log "stage 5: train the evaluation classifier -> $exp/classifier, score $(get recipe.eval_num) clips"
+  python -m audiodiff.train task=classifier "+experiment=$experiment" "data.dir=$dump/train" \
+    "run_dir=$exp/classifier" "+classifier_train.valid_dir=$dump/valid" "+classifier_train.test_dir=$dump/test"
+  python -m audiodiff.evaluate --model "$exp" --num "$(get recipe.eval_num)" \
+    --classifier "$exp/classifier/classifier.pt" --reference "$dump/train" --test "$dump/test" \
+    --steps "$(get recipe.generate_steps)" --sampler "$(get recipe.sampler)" --vocoder "$(get recipe.vocoder)" \
+    --guidance "$(get recipe.guidance)" --json "$exp/eval.json"
+  log "scores: $exp/eval.json"
 fi
