@@ -58,7 +58,7 @@ fi
 if stage_on 5; then
   log "stage 5: train the evaluation classifier -> $exp/classifier, score $(get recipe.eval_num) clips"
   python -m audiodiff.train task=classifier "+experiment=$experiment" "data.dir=$dump/train" \
-    "run_dir=$exp/classifier" "+classifier_train.valid_dir=$dump/valid" "+classifier_train.test_dir=$dump/test"
+    "run_dir=$exp/classifier" "classifier_train.valid_dir=$dump/valid" "classifier_train.test_dir=$dump/test"
   python -m audiodiff.evaluate --model "$exp" --num "$(get recipe.eval_num)" \
     --classifier "$exp/classifier/classifier.pt" --reference "$dump/train" --test "$dump/test" \
     --steps "$(get recipe.generate_steps)" --sampler "$(get recipe.sampler)" --vocoder "$(get recipe.vocoder)" \
