@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
       elif [[ " $flag_opts " == *" --$name "* ]]; then
         printf -v "$var" '%s' true
       else
-        _die "unknown option $1; valid: --smoke --cpu --stage --stop-stage --nproc $extra_opts $flag_opts"
+        _die "unknown option $1; valid: $(echo --smoke --cpu --stage --stop-stage --nproc $extra_opts $flag_opts)"
       fi ;;
     *=*) overrides+=("$1") ;;
     *) _die "unexpected argument '$1' (Hydra overrides look like key=value); $usage" ;;
@@ -50,7 +50,10 @@ log() { echo "[$_recipe $(date +%H:%M:%S)] $*"; }
 train_launcher=(python -m audiodiff.train)
 [ "$nproc" -gt 1 ] && train_launcher=(torchrun --standalone --nproc_per_node "$nproc" -m audiodiff.train)
 # Where data/, dump/ and exp/ go: the recipe folder, or $AUDIODIFF_WORK (tests, scratch disks).
+# A relative AUDIODIFF_WORK is taken from where the command was run (run.sh sets invoke_dir
+# before its cd).
 work=${AUDIODIFF_WORK:-.}
-mkdir -p "$work"
+if [ -n "${AUDIODIFF_WORK:-}" ] && [[ "$work" != /* ]]; then work=${invoke_dir:-$PWD}/$work; fi
 stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
-get name >/dev/null  # fail early, in one line, on a bad experiment or override
+get name >/dev/null  # fail early, in one line, on a bad experiment or override (nothing written yet)
+mkdir -p "$work"

@@ -6,6 +6,7 @@
 #                               [--finetune-vocoder] [HYDRA_OVERRIDES...]
 # Every setting lives in recipes/experiment/digits*.yaml; this script only sequences
 # `python -m audiodiff.*` calls. Hydra overrides (key=value) go to training.
+invoke_dir=$PWD
 cd "$(dirname "$0")"
 experiment=digits
 finetune_vocoder=false
