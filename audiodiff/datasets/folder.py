@@ -34,7 +34,6 @@ recipe.{min_segment_seconds, max_segment_seconds, frames_per_batch, max_files}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -42,6 +41,8 @@ import statistics
 import sys
 from collections import Counter
 from pathlib import Path
+
+from ._common import DatasetError, Parser, is_count, write_atomic, write_json, write_jsonl
 
 __all__ = ["AUDIO_EXTENSIONS", "FolderError", "scan_folder", "pick_overrides", "make_manifests", "main"]
 
@@ -54,7 +55,7 @@ DEFAULTS = {"sample_rate": 22050, "hop_length": 256, "fmax": 8000.0, "pad_multip
             "max_batch_size": 128}
 
 
-class FolderError(Exception):
+class FolderError(DatasetError):
     """A one-line, user-facing reason the folder cannot be used (CLI: exit 2)."""
 
 
@@ -168,7 +169,7 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, c
     """
     values, config_max = _config_values(config)
     max_files = config_max if max_files is None else max_files
-    if isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 0:
+    if not is_count(max_files):
         raise FolderError(f"max_files={max_files!r} must be an integer >= 0 (0: every file)")
     root = Path(data_dir).expanduser().absolute()
     if not root.is_dir():
@@ -185,14 +186,13 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, c
     rates = Counter(e["sample_rate"] for e in readable)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "train.jsonl", "".join(json.dumps({"path": e["path"], "id": e["id"]}, ensure_ascii=False)
-                                               + "\n" for e in entries))
+    write_jsonl(out / "train.jsonl", ({"path": e["path"], "id": e["id"]} for e in entries))
     lines = [f"# Picked by audiodiff.datasets.folder from {root}: {len(readable)} readable clip(s), "
              f"median {statistics.median(durations):.2f} s.",
              "# egs/folder/run.sh passes these before your own key=value overrides, so yours win."]
     for key, value in overrides.items():  # the reason above each value: run.sh reads `key: value` lines
         lines += [f"# {reasons[key]}", f"{key}: {json.dumps(value)}"]
-    _write_atomic(out / "overrides.yaml", "\n".join(lines) + "\n")
+    write_atomic(out / "overrides.yaml", "\n".join(lines) + "\n")
     info = {"dataset": "folder", "source": str(root), "files": len(entries), "readable": len(readable),
             "unreadable": [[e["id"], e["error"]] for e in entries if "error" in e][:20],
             "hours": round(sum(durations) / 3600, 4),
@@ -201,7 +201,7 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, c
             "sample_rates": {str(r): n for r, n in sorted(rates.items())},
             "channels": {str(c): n for c, n in sorted(Counter(e["channels"] for e in readable).items())},
             "max_files": max_files, "overrides": overrides, "reasons": reasons}
-    _write_atomic(out / "info.json", json.dumps(info, indent=1) + "\n")
+    write_json(out / "info.json", info)
     if verbose:
         rate_text = ", ".join(f"{r} Hz x {n}" for r, n in sorted(rates.items()))
         print(f"folder: {len(readable)} clip(s), {info['hours']:.2f} h, median {info['median_seconds']:.2f} s, "
@@ -210,20 +210,9 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, c
     return info
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse prints the whole usage)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="python -m audiodiff.datasets.folder",
-                description="Manifest and training settings for a folder of audio files.")
+    p = Parser(prog="python -m audiodiff.datasets.folder",
+               description="Manifest and training settings for a folder of audio files.")
     p.add_argument("--data-dir", "--audio-dir", dest="data_dir", required=True, help="folder of audio files")
     p.add_argument("--out", required=True, help="output folder (train.jsonl, overrides.yaml, info.json)")
     p.add_argument("--config", type=Path, help="resolved experiment config YAML (train --cfg); default: built-ins")
@@ -242,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise FolderError(f"--config {args.config}: cannot read it ({reason})") from None
         make_manifests(args.data_dir, args.out, config=config, max_files=args.max_files, verbose=not args.quiet)
     except FolderError as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
+        p.error(str(e))
     return 0
 
 

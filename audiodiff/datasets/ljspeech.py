@@ -18,12 +18,12 @@ and info.json (counts, seed). No labels: the recipe trains unconditionally.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
+
+from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
 
 __all__ = ["SPLITS", "LJSpeechError", "split_ids", "make_manifests", "main"]
 
@@ -31,7 +31,7 @@ SPLITS = ("train", "valid", "test")
 URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
 
 
-class LJSpeechError(Exception):
+class LJSpeechError(DatasetError):
     """A one-line, user-facing reason the manifests cannot be made (CLI: exit 2)."""
 
 
@@ -78,7 +78,7 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, n
     Raises LJSpeechError (one line) for a folder that is not LJSpeech or a wav that is missing.
     """
     for name, value, low in (("num_valid", num_valid, 1), ("num_test", num_test, 1), ("max_train", max_train, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_count(value, low):
             raise LJSpeechError(f"{name}={value!r} must be an integer >= {low}")
     data_dir, out_dir = Path(data_dir).expanduser().absolute(), Path(out_dir)
     hint = f"is it an unpacked LJSpeech-1.1 ({URL})?"
@@ -100,29 +100,18 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, n
     for split in SPLITS:
         rows = [{"path": str(data_dir / "wavs" / f"{k}.wav"), "id": k, "text": texts[k], "speaker": "LJ",
                  "chapter": k.split("-")[0]} for k in splits[split]]
-        _write_atomic(out_dir / f"{split}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_jsonl(out_dir / f"{split}.jsonl", rows)
     info = {"dataset": "ljspeech", "source": str(data_dir), "seed": seed, "max_train": max_train,
             "counts": {s: len(splits[s]) for s in SPLITS}}
-    _write_atomic(out_dir / "info.json", json.dumps(info, indent=1) + "\n")
+    write_json(out_dir / "info.json", info)
     if verbose:
         print(f"ljspeech: {', '.join(f'{s} {n}' for s, n in info['counts'].items())} -> {out_dir}")
     return info
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse prints the whole usage)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="python -m audiodiff.datasets.ljspeech",
-                description="Train/valid/test manifests of an unpacked LJSpeech-1.1.")
+    p = Parser(prog="python -m audiodiff.datasets.ljspeech",
+               description="Train/valid/test manifests of an unpacked LJSpeech-1.1.")
     p.add_argument("--data-dir", required=True, help="the LJSpeech-1.1 folder (metadata.csv, wavs/)")
     p.add_argument("--out", required=True, help="output folder for the manifests")
     p.add_argument("--num-valid", type=int, default=100, help="held-out validation clips (default 100)")
@@ -135,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         make_manifests(args.data_dir, args.out, num_valid=args.num_valid, num_test=args.num_test,
                        seed=args.seed, max_train=args.max_train, verbose=not args.quiet)
     except LJSpeechError as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
+        p.error(str(e))
     return 0
 
 

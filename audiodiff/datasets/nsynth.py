@@ -25,11 +25,12 @@ labels.json (family -> index) and info.json (counts per split and family).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
+
+from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
 
 __all__ = ["FAMILIES", "SOURCES", "SPLITS", "NSynthError", "make_manifests", "main"]
 
@@ -40,7 +41,7 @@ SPLITS = ("train", "valid", "test")
 URL = "http://download.magenta.tensorflow.org/datasets/nsynth/nsynth-{split}.jsonwav.tar.gz"
 
 
-class NSynthError(Exception):
+class NSynthError(DatasetError):
     """A one-line, user-facing reason the manifests cannot be made (CLI: exit 2)."""
 
 
@@ -87,7 +88,7 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, s
     """
     splits, sources = _names(splits, SPLITS, "split"), _names(sources, SOURCES, "source")
     for name, value in (("pitch_min", pitch_min), ("pitch_max", pitch_max), ("per_label", per_label)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not is_count(value):
             raise NSynthError(f"{name}={value!r} must be an integer >= 0")
     if pitch_min > pitch_max:
         raise NSynthError(f"pitch_min={pitch_min} is above pitch_max={pitch_max}")
@@ -125,12 +126,11 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, s
         counts[split] = {f: sum(r["label"] == i for r in kept) for i, f in enumerate(FAMILIES)}
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
-        _write_atomic(out_dir / f"{split}.jsonl",
-                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[split]))
-    _write_atomic(out_dir / "labels.json", json.dumps({f: i for i, f in enumerate(FAMILIES)}, indent=1) + "\n")
+        write_jsonl(out_dir / f"{split}.jsonl", rows[split])
+    write_json(out_dir / "labels.json", {f: i for i, f in enumerate(FAMILIES)})
     info = {"dataset": "nsynth", "source": str(data_dir), "pitch_min": pitch_min, "pitch_max": pitch_max,
             "sources": list(sources), "per_label": per_label, "counts": counts}
-    _write_atomic(out_dir / "info.json", json.dumps(info, indent=1) + "\n")
+    write_json(out_dir / "info.json", info)
     if verbose:
         print(f"nsynth: {', '.join(f'{s} {sum(c.values())}' for s, c in counts.items())} notes "
               f"(pitch {pitch_min}..{pitch_max}, {'+'.join(sources)}) -> {out_dir}")
@@ -147,20 +147,9 @@ def _names(values, valid, what) -> tuple:
     return values
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse prints the whole usage)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="python -m audiodiff.datasets.nsynth",
-                description="Manifests of NSynth (json/wav archives), labelled by instrument family.")
+    p = Parser(prog="python -m audiodiff.datasets.nsynth",
+               description="Manifests of NSynth (json/wav archives), labelled by instrument family.")
     p.add_argument("--data-dir", required=True, help="folder holding nsynth-train/ nsynth-valid/ nsynth-test/")
     p.add_argument("--out", required=True, help="output folder for the manifests")
     p.add_argument("--splits", default=",".join(SPLITS), help="comma-separated (default train,valid,test)")
@@ -176,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                        pitch_max=args.pitch_max, sources=args.sources, per_label=args.per_label,
                        verbose=not args.quiet)
     except NSynthError as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
+        p.error(str(e))
     return 0
 
 

@@ -18,11 +18,11 @@ Only the file tree is read, never audio: `python -m audiodiff.prepare` checks th
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
+
+from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
 
 __all__ = ["DIGITS", "SPLITS", "SC09Error", "make_manifests", "main"]
 
@@ -32,7 +32,7 @@ LISTS = {"valid": "validation_list.txt", "test": "testing_list.txt"}
 URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 
 
-class SC09Error(Exception):
+class SC09Error(DatasetError):
     """A one-line, user-facing reason the manifests cannot be made (CLI: exit 2)."""
 
 
@@ -66,7 +66,7 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, p
     Returns info.json's content: {"counts": {split: {word: n}}, "missing_listed": n, ...}.
     Raises SC09Error (one line) for a folder that is not Speech Commands or an empty split.
     """
-    if isinstance(per_label, bool) or not isinstance(per_label, int) or per_label < 0:
+    if not is_count(per_label):
         raise SC09Error(f"per_label={per_label!r} must be an integer >= 0 (0: every clip)")
     data_dir, out_dir = Path(data_dir).expanduser().absolute(), Path(out_dir)
     _check_data_dir(data_dir, words)
@@ -104,13 +104,12 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, p
         counts[split] = {w: sum(r["word"] == w for r in rows[split]) for w in words}
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
-        _write_atomic(out_dir / f"{split}.jsonl",
-                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[split]))
-    _write_atomic(out_dir / "labels.json", json.dumps({w: i for i, w in enumerate(words)}, indent=1) + "\n")
+        write_jsonl(out_dir / f"{split}.jsonl", rows[split])
+    write_json(out_dir / "labels.json", {w: i for i, w in enumerate(words)})
     info = {"dataset": "sc09", "source": str(data_dir), "per_label": per_label, "counts": counts,
             "speakers": {s: len({r["speaker"] for r in rows[s]}) for s in SPLITS},
             "missing_listed": len(missing)}
-    _write_atomic(out_dir / "info.json", json.dumps(info, indent=1) + "\n")
+    write_json(out_dir / "info.json", info)
     if verbose:
         totals = ", ".join(f"{s} {sum(counts[s].values())} ({info['speakers'][s]} speakers)" for s in SPLITS)
         print(f"sc09: {totals} -> {out_dir}")
@@ -120,20 +119,9 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, p
     return info
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse prints the whole usage)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="python -m audiodiff.datasets.sc09",
-                description="Train/valid/test manifests of SC09 from an unpacked Speech Commands v0.02.")
+    p = Parser(prog="python -m audiodiff.datasets.sc09",
+               description="Train/valid/test manifests of SC09 from an unpacked Speech Commands v0.02.")
     p.add_argument("--data-dir", required=True, help="the unpacked speech_commands_v0.02.tar.gz")
     p.add_argument("--out", required=True, help="output folder for the manifests")
     p.add_argument("--per-label", type=int, default=0,
@@ -143,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         make_manifests(args.data_dir, args.out, per_label=args.per_label, verbose=not args.quiet)
     except SC09Error as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
+        p.error(str(e))
     return 0
 
 
