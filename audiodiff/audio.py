@@ -7,7 +7,8 @@ so pretrained HiFi-GAN vocoders apply without retraining.
 
 Frame count: `MelSpec` uses a centred STFT with reflect padding (as librosa and
 torchaudio do by default), so a waveform of T samples gives F = 1 + T // hop_length
-frames (`AudioConfig.num_frames(T)`), and F frames come back as (F - 1) * hop_length
+frames for an even n_fft (`AudioConfig.num_frames(T)`, which also covers odd ones: 1 + (T - 1)
+// hop_length), and F frames come back as (F - 1) * hop_length
 samples from an STFT inverse (`AudioConfig.num_samples(F)`).
 """
 
@@ -104,8 +105,9 @@ class AudioConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def num_frames(self, num_samples: int) -> int:
-        """Mel frames F for T samples: F = 1 + T // hop_length (centred STFT)."""
-        return 1 + int(num_samples) // self.hop_length
+        """Mel frames F for T samples: F = 1 + T // hop_length (centred STFT; for an odd
+        n_fft, whose centring pads n_fft - 1 samples, F = 1 + (T - 1) // hop_length)."""
+        return 1 + (int(num_samples) - self.n_fft % 2) // self.hop_length
 
     def num_samples(self, num_frames: int) -> int:
         """Samples a vocoder gives back for F frames: F * hop_length."""
@@ -144,14 +146,28 @@ def _one_line(e: Exception) -> str:
     return text[-1] if text else type(e).__name__
 
 
+# torchaudio's resampler builds a [new, orig + 2 * width] kernel from the reduced rates: quadratic,
+# so a file at 22,051 Hz -> 22,050 Hz would take 8 GB. Above this many kernel entries, use a
+# polyphase FIR (scipy's resample_poly), linear in the rates.
+MAX_SINC_KERNEL = 4_000_000
+
+
 def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
-    """Band-limited resampling (torchaudio's windowed-sinc resampler) along the last axis."""
+    """Band-limited resampling along the last axis: torchaudio's windowed-sinc resampler, or
+    for rates whose ratio reduces to large numbers (e.g. 22,051 -> 22,050 Hz) a Kaiser-window
+    polyphase filter. T samples become ceil(T * new_rate / orig_rate)."""
     if orig_rate == new_rate:
         return wave
-    import torchaudio.functional as AF
-
     g = math.gcd(int(orig_rate), int(new_rate))
-    return AF.resample(wave, orig_rate // g, new_rate // g)
+    down, up = int(orig_rate) // g, int(new_rate) // g
+    if up * (down + 2 * 6 * down // min(up, down) + 1) <= MAX_SINC_KERNEL:
+        import torchaudio.functional as AF
+
+        return AF.resample(wave, down, up)
+    from scipy.signal import resample_poly
+
+    out = resample_poly(wave.detach().cpu().double().numpy(), up, down, axis=-1)
+    return torch.from_numpy(out).to(device=wave.device, dtype=wave.dtype)
 
 
 def load_audio(path: str | Path, sample_rate: int | None = None, *,

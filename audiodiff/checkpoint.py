@@ -1,10 +1,14 @@
 """Checkpoints that survive kills, full disks and hostile files.
 
-- Written atomically: a temporary file in the same folder, flushed and fsync'ed, then
-  renamed over the final name; a kill at any point leaves either the old set of
-  checkpoints or the new one, never a truncated file under a checkpoint's name.
-- Each checkpoint has a sidecar `<name>.sha256`; loading checks it and, when a file is
-  damaged, falls back to the previous checkpoint, saying so.
+- Written atomically: a temporary file in the same folder, flushed and fsync'ed, its
+  sidecar `<name>.sha256` written next, then the file renamed over the final name; a kill
+  at any point leaves either the old set of checkpoints or the new one, never a truncated
+  file under a checkpoint's name (leftover temporaries are removed by the next save).
+- Loading checks the sidecar and, when a file is damaged or has none, falls back to the
+  previous checkpoint, saying so.
+- A full disk (or any write error) is a one-line CheckpointError naming the reason;
+  earlier checkpoints are untouched, and a checkpoint is only pruned once a newer one is
+  complete.
 - Loaded with `torch.load(weights_only=True)` only: a pickle that would run code is
   refused, never executed.
 """
@@ -46,16 +50,58 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class _RecordingWriter:
+    """A write-only file for torch.save that remembers the OSError its file raised: torch
+    reports a failed write (a full disk) as an opaque RuntimeError."""
+
+    def __init__(self, file) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _write_temporary(obj, tmp: Path) -> str:
+    """torch.save `obj` to `tmp`, fsync'ed; returns its sha256. OSError on a failed write."""
+    with open(tmp, "wb") as f:
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(obj, writer)
+        except Exception:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+        f.flush()
+        os.fsync(f.fileno())
+    return _sha256(tmp)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_torch_save(obj, path: Path) -> str:
     """torch.save to `path` atomically; returns the sha256 of the bytes written."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = _sha256(tmp)
+        digest = _write_temporary(obj, tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
         return digest
@@ -67,28 +113,47 @@ def atomic_torch_save(obj, path: Path) -> str:
 def save_checkpoint(state: dict, folder: Path, step: int, keep: int = 3) -> Path:
     """Write `folder/step_XXXXXXXX.pt` (+ .sha256) atomically and prune older ones.
 
-    A full disk or any other OSError raises CheckpointError; the previous checkpoints
-    are untouched.
+    Order: the temporary file, then the sidecar, then the rename; so a checkpoint under its
+    final name always has its sidecar. A full disk or any other OSError raises
+    CheckpointError; the previous checkpoints are untouched.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
     side = path.with_name(path.name + ".sha256")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        digest = atomic_torch_save(state, path)
-        tmp = side.with_name(side.name + ".tmp")
-        tmp.write_text(digest + "\n")
-        os.replace(tmp, side)
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(folder)
+        digest = _write_temporary(state, tmp)
+        _write_text_atomic(side, digest + "\n")
+        os.replace(tmp, path)
+        _fsync_dir(folder)
     except OSError as e:
-        path.unlink(missing_ok=True)
-        side.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        if not path.exists():
+            side.unlink(missing_ok=True)
+        elif verify(path) is not None:  # the sidecar was replaced but the file was not
+            side.unlink(missing_ok=True)
         raise CheckpointError(
             f"could not write checkpoint {path} ({e.strerror or e}); the previous checkpoint is kept. "
             "Free disk space and re-run the same command to resume") from None
-    for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
-        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+    if keep > 0:  # prune only checkpoints older than this one: a newer name may be a damaged leftover
+        older = [p for p in list_checkpoints(folder) if p.name < path.name]
+        for old in older[:max(0, len(older) - (keep - 1))]:
+            old.unlink(missing_ok=True)
+            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
     return path
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Temporaries of writes that were killed, and sidecars whose checkpoint never landed."""
+    for p in folder.iterdir():
+        name = p.name
+        if name.startswith(".step_") and ".tmp" in name:
+            p.unlink(missing_ok=True)
+        elif name.endswith(".pt.sha256") and CKPT_RE.match(name[:-len(".sha256")]) \
+                and not p.with_name(name[:-len(".sha256")]).exists():
+            p.unlink(missing_ok=True)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -126,15 +191,18 @@ def verify(path: Path) -> str | None:
     return None
 
 
-def load_latest(folder: Path, map_location="cpu") -> tuple[dict | None, Path | None]:
+def load_latest(folder: Path, map_location="cpu", skipped: list | None = None) -> tuple[dict | None, Path | None]:
     """The newest checkpoint in `folder` that verifies and loads; damaged ones are skipped
-    with a warning naming the file and the reason. (None, None) when there is none."""
+    with a warning naming the file and the reason (and appended to `skipped` as (path,
+    reason) when a list is given). (None, None) when there is none."""
     for path in reversed(list_checkpoints(folder)):
         reason = verify(path)
         if reason is None:
             try:
                 return safe_load(path, map_location), path
             except CheckpointError as e:
-                reason = str(e)
+                reason = str(e).split(": cannot load checkpoint ", 1)[-1]
         log.warning("skipping damaged checkpoint %s: %s; falling back to the previous one", path, reason)
+        if skipped is not None:
+            skipped.append((path, reason))
     return None, None

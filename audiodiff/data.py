@@ -373,6 +373,13 @@ class ResumableSampler(Sampler):
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers slice tensors; threads would only fight over 2 cores
+    # Ctrl-C reaches the whole process group and schedulers send SIGTERM to every process: the
+    # main process decides (finish the step, checkpoint, exit) and still needs its workers'
+    # batches to do so; they exit with it (DataLoader watches its parent).
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0, num_workers: int = 0,

@@ -3,7 +3,15 @@
 Configuration is Hydra's (recipes/config.yaml and its groups); arguments are Hydra
 overrides, e.g. `+experiment=digits_smoke data.dir=dump/train run_dir=exp/smoke`.
 Re-running the same command in the same run_dir resumes from its last good checkpoint.
-Under `torchrun --nproc_per_node N` the same command trains with DDP.
+Under `torchrun --nproc_per_node N` the same command trains with DDP; with
+`torchrun --max-restarts K` a rank that dies brings the job back from the last checkpoint.
+`task=vocoder` trains a HiFi-GAN (kwargs: the `vocoder_train` group) and `task=classifier`
+the evaluation classifier (kwargs: the `classifier_train` block) on data.dir instead.
+
+Interrupting: SIGTERM or SIGINT (Ctrl-C) finishes the current step, writes a checkpoint and
+exits 0 saying how to resume; a second signal exits at once (checkpoints are atomic, so
+nothing is corrupted). A checkpoint that is truncated, damaged or has no checksum is
+skipped on resume with a warning naming it; one that holds pickled code is refused.
 
 Flags: `--dry-run` composes and builds everything, prints the config and exits;
 `--cfg` prints the resolved config only; `--get KEY` prints one resolved value (recipes
@@ -13,6 +21,7 @@ read their settings this way, so no data-dependent value lives in bash).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -25,9 +34,11 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from audiodiff.checkpoint import CheckpointError
+
 log = logging.getLogger("audiodiff")
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-TASKS = ("diffusion", "vocoder")
+TASKS = ("diffusion", "vocoder", "classifier")
 
 
 class UsageError(Exception):
@@ -51,7 +62,7 @@ def compose_config(overrides: list[str], recipes: Path | None = None, check_miss
         with initialize_config_dir(config_dir=str(recipes), version_base="1.3"):
             cfg = compose("config", overrides=list(overrides))
     except Exception as e:  # Hydra's errors are multi-line; keep the first informative line
-        raise UsageError(_hydra_message(e, recipes)) from None
+        raise UsageError(_hydra_message(e, recipes, overrides)) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing and check_missing:
         raise UsageError(f"config value(s) missing: {', '.join(missing)} (pass e.g. {missing[0]}=...)")
@@ -68,7 +79,7 @@ def compose_config(overrides: list[str], recipes: Path | None = None, check_miss
     return cfg
 
 
-def _hydra_message(e: Exception, recipes: Path) -> str:
+def _hydra_message(e: Exception, recipes: Path, overrides=()) -> str:
     text = " ".join(str(e).split())
     import re
 
@@ -80,8 +91,30 @@ def _hydra_message(e: Exception, recipes: Path) -> str:
         return f"unknown config option {m.group(1)!r}{hint}"
     m = re.search(r"Key '([^']+)' is not in struct", text) or re.search(r"Could not override '([^']+)'", text)
     if m:
-        return f"unknown config key {m.group(1)!r} (check the spelling, or add it with +{m.group(1)}=...)"
+        key = m.group(1)
+        valid = _sibling_keys(key, recipes, overrides)
+        where = f" under {key.rsplit('.', 1)[0]}" if "." in key else ""
+        hint = f"; valid keys{where}: {', '.join(valid)}" if valid else ""
+        return f"unknown config key {key!r}{hint} (or add a new one with +{key}=...)"
     return text.split(". ")[0][:300]
+
+
+def _sibling_keys(key: str, recipes: Path, overrides) -> list[str]:
+    """The keys next to an unknown `key`, from the config composed without that override."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(recipes), version_base="1.3"):
+            cfg = compose("config", overrides=rest)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        return sorted(str(k) for k in node.keys()) if OmegaConf.is_dict(node) else []
+    except Exception:  # another override is broken too: the message without the list
+        return []
 
 
 def instantiate(node, **kwargs):
@@ -142,22 +175,31 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 class StopFlag:
     """SIGTERM/SIGINT: finish the current step, checkpoint, exit. A second signal exits at
-    once; checkpoints are written atomically, so that never corrupts one."""
+    once; checkpoints are written atomically, so that never corrupts one. (DataLoader
+    workers ignore both signals, see audiodiff.data: the main process decides.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = True) -> None:
         self.signal: int | None = None
+        self.verbose = verbose
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self) -> None:
+        """The handlers from before install() (train() called from a notebook or a test)."""
+        for sig, handler in getattr(self, "_previous", {}).items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
         if self.signal is not None:
-            sys.stderr.write("\nsecond signal: exiting now; the last checkpoint is intact\n")
+            if self.verbose:
+                sys.stderr.write(f"\n{signal.Signals(signum).name} again: exiting now; the last complete "
+                                 "checkpoint is intact (second signal)\n")
             os._exit(128 + signum)
         self.signal = signum
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
-                         "(send again to exit at once)\n")
+        if self.verbose:
+            sys.stderr.write(f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
+                             "(send again to exit at once)\n")
 
 
 def rng_state() -> dict:
@@ -181,9 +223,9 @@ def train(cfg) -> dict:
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
-    from audiodiff.checkpoint import CheckpointError, load_latest, save_checkpoint
+    from audiodiff.checkpoint import save_checkpoint
     from audiodiff.data import MelDataset, batches, make_loader
-    from audiodiff.diffusion.objectives import diffusion_loss, drop_labels
+    from audiodiff.diffusion.objectives import diffusion_loss
 
     # ---- distributed setup: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -208,14 +250,7 @@ def train(cfg) -> dict:
     schedule = schedule.to(device)
 
     # ---- data: one permutation per epoch shared by all ranks (see audiodiff.data)
-    if not Path(cfg.data.dir).is_dir():
-        raise UsageError(f"data.dir={cfg.data.dir!r} is not a folder; make one with `python -m audiodiff.prepare`")
-    dataset = MelDataset(cfg.data.dir, segment_frames=cfg.data.segment_frames, seed=cfg.seed,
-                         in_memory=cfg.data.in_memory)
-    mismatch = dataset.audio_config.describe_mismatch(audio, "data", "config")
-    if mismatch:
-        raise UsageError(f"{cfg.data.dir} was prepared with another audio config ({mismatch}); "
-                         "re-run prepare with this config or set audio.* to match")
+    dataset = open_dataset(cfg, audio, MelDataset)
     if dataset.num_classes > cfg.data.num_classes:
         raise UsageError(f"{cfg.data.dir} has labels up to {dataset.num_classes - 1} but data.num_classes="
                          f"{cfg.data.num_classes}; set data.num_classes={dataset.num_classes}")
@@ -240,15 +275,16 @@ def train(cfg) -> dict:
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)  # noise, timesteps, label dropout
 
-    # ---- resume
-    step, position, nonfinite, last_loss = 0, None, 0, float("nan")
-    state, path = load_latest(ckpt_dir)
+    # ---- resume: every rank loads the checkpoint rank 0 picked (the newest that verifies)
+    step, position, nonfinite, skipped, last_loss = 0, None, 0, 0, float("nan")
+    state, path = resume_state(ckpt_dir, world, main)
     if state is not None:
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, position = state["step"], state["data_position"]
+        skipped = state.get("skipped_steps", 0)
         gen.set_state(state["rng"]["noise"])
         set_rng_state(state["rng"])
         if main:
@@ -257,6 +293,7 @@ def train(cfg) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         OmegaConf.save(cfg, run_dir / "config.yaml")
+    saved_step = step if state is not None else None
 
     model = net
     if world > 1:
@@ -265,17 +302,32 @@ def train(cfg) -> dict:
         model = torch.compile(model)
 
     def checkpoint() -> None:
-        if not main:
-            return
-        save_checkpoint({
-            "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "step": step, "data_position": position,
-            "rng": {**rng_state(), "noise": gen.get_state()},
-            "config": OmegaConf.to_container(cfg), "audio": audio.to_dict(), "format": 1,
-        }, ckpt_dir, step, keep=t.keep_checkpoints)
+        """Rank 0 writes; every rank waits for it (a barrier that also carries rank 0's
+        success), so no rank runs ahead of, or restarts from, a half-visible checkpoint."""
+        nonlocal saved_step
+        error = None
+        if main:
+            try:
+                save_checkpoint({
+                    "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "step": step, "data_position": position,
+                    "rng": {**rng_state(), "noise": gen.get_state()}, "skipped_steps": skipped,
+                    "config": OmegaConf.to_container(cfg), "audio": audio.to_dict(), "format": 1,
+                }, ckpt_dir, step, keep=t.keep_checkpoints)
+            except CheckpointError as e:
+                error = e
+        if world > 1:
+            ok = torch.tensor([0.0 if error else 1.0], device=device)
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+            if error is None and not ok.item():
+                error = CheckpointError(f"rank 0 could not write the step {step} checkpoint (see its message)")
+        if error is not None:
+            raise error
+        saved_step = step
 
-    stop = StopFlag()
+    stop = StopFlag(verbose=main)
     stop.install()
+    crash_at = _test_crash_step(rank)
     writer = None
     if main:
         from torch.utils.tensorboard import SummaryWriter
@@ -290,7 +342,18 @@ def train(cfg) -> dict:
     history: list[tuple[int, float]] = []  # (step, loss) at log steps
     tick, tick_step = time.perf_counter(), step
     net.train()
+    stopping = False
     while step < t.max_steps:
+        if stopping or step == t.stop_at:  # a signal arrived during the last step, or train.stop_at
+            if saved_step != step:
+                checkpoint()
+            why = "stopped"
+            if stopping:  # under DDP, another rank's signal stops this one too
+                why = f"stopped by {signal.Signals(stop.signal).name}" if stop.signal else "stopped by another rank"
+            reason = f"{why} at step {step}; checkpoint written. Re-run the same command to resume"
+            break
+        if step == crash_at:  # fault injection for tests (see _test_crash_step)
+            os._exit(1)
         # ---- batch -> loss -> backward (grad_accum micro-batches)
         total = 0.0
         # Noise, timesteps and label dropout for the whole global batch, drawn identically on
@@ -317,22 +380,26 @@ def train(cfg) -> dict:
                                           labels=labels, min_snr_gamma=cfg.diffusion.min_snr_gamma).mean()
                 (loss / t.grad_accum).backward()
             total += loss.detach().float() / t.grad_accum
-        # ---- clip -> step (non-finite losses or gradients skip the step)
+        # ---- clip -> step. A non-finite loss or gradient skips the step; all ranks agree on
+        # that and on stopping (a signal may reach the ranks at different steps).
         grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip if t.grad_clip else float("inf"))
         finite = bool(torch.isfinite(total) and torch.isfinite(grad_norm))
-        if world > 1:  # every rank must agree to skip
-            flag = torch.tensor([float(finite)], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = bool(flag.item())
+        stopping = stop.signal is not None
+        if world > 1:
+            flags = torch.tensor([float(finite), float(not stopping)], device=device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+            finite, stopping = bool(flags[0].item()), not bool(flags[1].item())
         if not finite:
             optimizer.zero_grad(set_to_none=True)
             nonfinite += 1
+            skipped += 1
             if main:
-                log.warning("step %d: non-finite loss or gradient (%d in a row); step skipped", step + 1, nonfinite)
+                log.warning("step %d: non-finite loss or gradient (%d in a row, %d in all); step skipped",
+                            step + 1, nonfinite, skipped)
             if nonfinite >= t.max_nonfinite:
                 reason = (f"stopped at step {step + 1}: {nonfinite} non-finite losses/gradients in a row "
-                          f"(train.max_nonfinite={t.max_nonfinite}); last good checkpoint kept in {ckpt_dir}. "
-                          "Lower optim.optimizer.lr or check the data")
+                          f"(train.max_nonfinite={t.max_nonfinite}); the last good checkpoint is kept in "
+                          f"{ckpt_dir}. Lower optim.optimizer.lr or check the data")
                 break
             continue
         nonfinite = 0
@@ -340,7 +407,7 @@ def train(cfg) -> dict:
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1
-        # ---- EMA -> log -> checkpoint
+        # ---- EMA -> log -> checkpoint -> samples
         ema_update(ema, net, t.ema_decay if step > cfg.optim.warmup_steps else min(t.ema_decay, 0.9))
         bar.update(1)
         if step % t.log_every == 0 or step == t.max_steps:
@@ -355,27 +422,186 @@ def train(cfg) -> dict:
             writer.add_scalar("train/lr", lr, step)
             writer.add_scalar("train/grad_norm", float(grad_norm), step)
             writer.add_scalar("train/samples_per_s", rate, step)
+            writer.add_scalar("train/skipped_steps", skipped, step)
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", sps=f"{rate:.0f}")
         if step % t.ckpt_every == 0 or step == t.max_steps:
             checkpoint()
-        if stop.signal is not None or step == t.stop_at:
-            if step % t.ckpt_every and step != t.max_steps:
-                checkpoint()
-            why = f"stopped by {signal.Signals(stop.signal).name}" if stop.signal is not None else "stopped"
-            reason = f"{why} at step {step}; checkpoint written. Re-run the same command to resume"
-            break
+        if main and t.sample_every and step % t.sample_every == 0:
+            log_samples(writer, ema, schedule, audio, cfg, step)
     bar.close()
+    stop.restore()
     if writer is not None:
         writer.close()
     if world > 1:
         dist.barrier()
-    return {"step": step, "loss": last_loss, "reason": reason, "run_dir": str(run_dir), "history": history}
+    return {"step": step, "loss": last_loss, "reason": reason, "run_dir": str(run_dir), "history": history,
+            "skipped_steps": skipped}
+
+
+def open_dataset(cfg, audio, dataset_class):
+    """The training MelDataset of cfg.data, checked against the config's audio; one-line UsageErrors."""
+    if not Path(cfg.data.dir).is_dir():
+        raise UsageError(f"data.dir={cfg.data.dir!r} is not a folder; make one with `python -m audiodiff.prepare`")
+    try:
+        dataset = dataset_class(cfg.data.dir, segment_frames=cfg.data.segment_frames, seed=cfg.seed,
+                                in_memory=cfg.data.in_memory)
+    except (FileNotFoundError, ValueError) as e:
+        message = str(e).splitlines()[0]
+        where = "" if str(cfg.data.dir) in message else f"data.dir={cfg.data.dir!r}: "
+        raise UsageError(where + message) from None
+    mismatch = dataset.audio_config.describe_mismatch(audio, "data", "config")
+    if mismatch:
+        raise UsageError(f"{cfg.data.dir} was prepared with another audio config ({mismatch}); "
+                         "re-run prepare with this config or set audio.* to match")
+    return dataset
+
+
+def resume_state(ckpt_dir: Path, world: int, main: bool) -> tuple[dict | None, Path | None]:
+    """(state, path) of the checkpoint to resume from, the same on every rank: rank 0 picks the
+    newest one that verifies and loads, the others load that file. Damaged newer ones are renamed
+    `*.damaged` (kept for inspection, out of the way of pruning). A run whose checkpoints all
+    fail to load is refused rather than silently restarted from step 0."""
+    from audiodiff.checkpoint import load_latest, safe_load
+
+    state = path = error = None
+    if main:
+        skipped: list = []
+        state, path = load_latest(ckpt_dir, skipped=skipped)
+        if state is None and skipped:
+            first, why = skipped[0]
+            error = (f"{ckpt_dir}: none of its {len(skipped)} checkpoint(s) loads ({first.name}: {why}); "
+                     "move the folder away to start over, or use another run_dir")
+        elif state is not None:
+            for bad, _ in skipped:
+                bad.rename(bad.with_name(bad.name + ".damaged"))
+                log.warning("renamed %s to %s.damaged", bad.name, bad.name)
+    if world > 1:
+        shared = [str(path) if path is not None else None, error]
+        dist.broadcast_object_list(shared, src=0)
+        if not main:
+            path, error = (Path(shared[0]) if shared[0] else None), shared[1]
+            state = safe_load(path) if path is not None else None
+    if error is not None:
+        raise CheckpointError(error if main else f"rank 0 refused to resume: {error}")
+    return state, path
+
+
+def _test_crash_step(rank: int) -> int | None:
+    """Fault injection for tests/test_reliability.py: with AUDIODIFF_TEST_CRASH_AT_STEP=N, rank
+    AUDIODIFF_TEST_CRASH_RANK (default 1) dies (os._exit(1)) on reaching step N, on the first
+    attempt of a torchrun job only (TORCHELASTIC_RESTART_COUNT=0)."""
+    at = os.environ.get("AUDIODIFF_TEST_CRASH_AT_STEP")
+    if not at or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return None
+    return int(at) if rank == int(os.environ.get("AUDIODIFF_TEST_CRASH_RANK", "1")) else None
+
+
+@torch.no_grad()
+def log_samples(writer, ema: nn.Module, schedule, audio, cfg, step: int) -> None:
+    """train.sample_num clips from the EMA weights (DPM-Solver++, train.sample_steps steps,
+    Griffin-Lim) to TensorBoard as audio and as one mel image. Draws from its own generators
+    in a forked RNG, so training (and its resume exactness) is unaffected."""
+    from audiodiff.pipeline import AudioDiffusionPipeline
+
+    n = int(cfg.train.get("sample_num", 4))
+    classes = int(cfg.data.num_classes)
+    labels = [i % classes for i in range(n)] if classes else None
+    was_training = ema.training
+    device = next(ema.parameters()).device
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        pipe = AudioDiffusionPipeline(ema, schedule, audio, prediction=cfg.diffusion.prediction,
+                                      num_classes=classes, vocoder="griffinlim",
+                                      config={"net": _container(cfg.net)},
+                                      segment_frames=int(cfg.data.segment_frames))
+        out = pipe(batch_size=n, steps=int(cfg.train.sample_steps), sampler="dpmpp", seed=0, labels=labels,
+                   progress=False, return_mel=True)
+    ema.train(was_training)
+    for i in range(n):
+        tag = f"samples/{i}" + (f"_label{labels[i]}" if labels else "")
+        writer.add_audio(tag, out.audio[i:i + 1], step, sample_rate=audio.sample_rate)
+    # the mels side by side, low frequencies at the bottom, [-1, 1] -> [0, 1]
+    low = -1.0 if audio.normalization == "minmax" else math.log(audio.log_floor)
+    high = 1.0 if audio.normalization == "minmax" else audio.log_max
+    image = torch.cat(list(out.mel), dim=-1).flip(0)  # [n_mels, n * F]
+    writer.add_image("samples/mel", ((image - low) / (high - low)).clamp(0, 1), step, dataformats="HW")
+    writer.flush()
+
+
+def _container(node) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)
 
 
 def _copy_module(net: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(net)
+
+
+# --------------------------------------------------------------------------- other tasks
+
+def task_call(cfg):
+    """(function, kwargs) for task=vocoder (audiodiff.train_vocoder.train_vocoder, kwargs from the
+    `vocoder_train` group) or task=classifier (audiodiff.train_classifier.train_classifier, kwargs
+    from `classifier_train`). run_dir, data.dir, the audio config, seed and device come from the
+    top level; a key the function does not take is a UsageError listing the ones it does."""
+    from omegaconf import OmegaConf
+
+    from audiodiff.audio import AudioConfig
+
+    data_dir = cfg.data.dir
+    if not Path(data_dir).exists():
+        raise UsageError(f"data.dir={data_dir!r} does not exist; pass a folder from `python -m audiodiff.prepare`"
+                         + (" or of audio files" if cfg.task == "vocoder" else ""))
+    if cfg.task == "vocoder":
+        from audiodiff.train_vocoder import train_vocoder as fn
+
+        block = "vocoder_train"
+        given = {"run_dir": cfg.run_dir, "data": data_dir,
+                 "audio_config": AudioConfig.from_dict(OmegaConf.to_container(cfg.audio)).to_dict()}
+        defaults = {"seed": cfg.seed, "device": cfg.device}
+    else:
+        from audiodiff.data import read_prepared
+        from audiodiff.train_classifier import train_classifier as fn
+
+        block = "classifier_train"
+        try:
+            _, cache = read_prepared(data_dir)
+        except (FileNotFoundError, ValueError) as e:
+            message = str(e).splitlines()[0]
+            raise UsageError(message if str(data_dir) in message else f"data.dir={data_dir!r}: {message}") from None
+        audio = AudioConfig.from_dict(OmegaConf.to_container(cfg.audio))
+        mismatch = AudioConfig.from_dict(cache["audio_config"]).describe_mismatch(audio, "data", "config")
+        if mismatch:  # the classifier scores generated mels: it must see the same mel
+            raise UsageError(f"{data_dir} was prepared with another audio config ({mismatch}); "
+                             "re-run prepare with this config or set audio.* to match")
+        given = {"prepared_dir": data_dir, "run_dir": cfg.run_dir}
+        defaults = {"segment_frames": cfg.data.segment_frames, "num_classes": cfg.data.num_classes or None,
+                    "seed": cfg.seed, "device": cfg.device}
+    params = inspect.signature(fn).parameters
+    kwargs = OmegaConf.to_container(cfg[block], resolve=True) if cfg.get(block) is not None else {}
+    valid = sorted(k for k in params if k not in given)
+    for key in kwargs:
+        if key in given:
+            source = "data.dir" if key in ("data", "prepared_dir") else "audio" if key == "audio_config" else key
+            raise UsageError(f"{block}.{key} is set from the top level ({source}); remove {block}.{key}")
+        if key not in params:
+            raise UsageError(f"unknown key {block}.{key}; valid keys: {', '.join(valid)}")
+    return fn, {**{k: v for k, v in defaults.items() if k in params}, **kwargs, **given}
+
+
+def _task_summary(result) -> str:
+    if not isinstance(result, dict):
+        return str(result)
+    parts = []
+    for key, value in result.items():
+        if isinstance(value, float):
+            parts.append(f"{key} {value:.4g}")
+        elif isinstance(value, (int, str)) or value is None:
+            parts.append(f"{key} {value}")
+    return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -415,14 +641,17 @@ def main(argv: list[str] | None = None) -> int:
         if show:
             print(OmegaConf.to_yaml(cfg))
             return 0
-        if cfg.task == "vocoder":
-            from audiodiff.train_vocoder import train_vocoder
-
-            kwargs = OmegaConf.to_container(cfg.vocoder_train) if "vocoder_train" in cfg else {}
+        if cfg.task in ("vocoder", "classifier"):
+            fn, kwargs = task_call(cfg)
             if dry_run:
                 print(OmegaConf.to_yaml(cfg))
+                print(f"dry run: {fn.__module__}.{fn.__name__}({', '.join(sorted(kwargs))})")
                 return 0
-            train_vocoder(run_dir=cfg.run_dir, audio_config=OmegaConf.to_container(cfg.audio), **kwargs)
+            try:
+                result = fn(**kwargs)
+            except ValueError as e:  # the task's own checks of its data and settings: one line
+                raise UsageError(f"task={cfg.task}: {str(e).splitlines()[0]}") from None
+            print(f"audiodiff.train: task={cfg.task} finished: {_task_summary(result)}", file=sys.stderr)
             return 0
         if dry_run:
             audio, net, schedule = build(cfg)
@@ -443,8 +672,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"audiodiff.train: {e}", file=sys.stderr)
             return 2 if isinstance(e, AudioConfigError) else 1
         raise
-    print(f"audiodiff.train: {summary['reason']} (step {summary['step']}, loss {summary['loss']:.4f}, "
-          f"run {summary['run_dir']})", file=sys.stderr)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"audiodiff.train: {summary['reason']} (step {summary['step']}, loss {summary['loss']:.4f}, "
+              f"run {summary['run_dir']})", file=sys.stderr)
     return 0 if summary["reason"] in ("finished",) or " checkpoint written" in summary["reason"] else 1
 
 

@@ -3,8 +3,9 @@ import os
 import pytest
 import torch
 
-# Two cores, several test processes: one intra-op thread keeps timings stable.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two cores, and tests start subprocesses: more than one intra-op thread makes OpenMP threads
+# spin against each other (10x slower under load), so the suite runs torch on one thread.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -21,6 +21,15 @@ SMALL = AudioConfig(n_mels=16)
 TINY_NET = ["net=tiny", "net.base_channels=32", "audio=small"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors on shared cores: a second intra-op thread only spins (16x slower under load)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """24 labelled tone clips (3 classes), prepared with the 16-mel config."""
@@ -150,7 +159,7 @@ def test_ddp_two_processes_match_single_process(prepared, tmp_path):
 
 def test_sigterm_checkpoints_and_resumes(prepared, tmp_path):
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "audiodiff.train",
                              *overrides(prepared, run, "train.max_steps=100000", "train.ckpt_every=100000")],
                             env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -169,3 +178,85 @@ def test_sigterm_checkpoints_and_resumes(prepared, tmp_path):
     assert len(ckpts) == 1
     step = safe_load(ckpts[0])["step"]
     assert step >= 1
+
+
+def test_sample_every_writes_audio_and_mels_without_changing_training(prepared, tmp_path):
+    """train.sample_every puts EMA samples (audio + mel image) in TensorBoard; sampling draws from its
+    own generators, so the weights are bit-identical to a run without it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from audiodiff.train import train
+
+    train(compose_config(overrides(prepared, tmp_path / "plain", "train.max_steps=4", "device=cpu")))
+    train(compose_config(overrides(prepared, tmp_path / "sampled", "train.max_steps=4", "device=cpu",
+                                   "train.sample_every=2", "train.sample_steps=2", "train.sample_num=2")))
+    _, plain, plain_ema = _final_weights(tmp_path / "plain")
+    _, sampled, sampled_ema = _final_weights(tmp_path / "sampled")
+    for k in plain:
+        assert torch.equal(plain[k], sampled[k]) and torch.equal(plain_ema[k], sampled_ema[k]), k
+    events = EventAccumulator(str(tmp_path / "sampled" / "tb"), size_guidance={"audio": 0, "images": 0})
+    events.Reload()
+    audio_tags = events.Tags()["audio"]
+    assert sorted(audio_tags) == ["samples/0_label0", "samples/1_label1"]
+    clips = events.Audio("samples/0_label0")
+    assert [c.step for c in clips] == [2, 4] and clips[0].sample_rate == 22050
+    assert clips[0].length_frames > 0.9 * 24 * 256  # segment_frames * hop samples
+    assert [i.step for i in events.Images("samples/mel")] == [2, 4]
+    assert EventAccumulator(str(tmp_path / "plain" / "tb")).Reload().Tags()["audio"] == []
+
+
+def test_task_vocoder_trains_and_resumes(prepared, tmp_path, capsys):
+    from audiodiff.checkpoint import list_checkpoints
+
+    run = tmp_path / "voc"
+    argv = ["task=vocoder", "+experiment=digits_smoke", "audio=small", "vocoder_train=tiny", f"data.dir={prepared}",
+            f"run_dir={run}", "device=cpu"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "task=vocoder finished: step 4" in capsys.readouterr().err
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000002.pt", "step_00000004.pt"]
+    blob = safe_load(run / "generator.pt")
+    assert blob["audio_config"]["n_mels"] == 16 and blob["step"] == 4
+    assert main(argv + ["vocoder_train.max_steps=6"]) == 0  # resumes from step 4
+    assert "finished: step 6" in capsys.readouterr().err
+    assert safe_load(run / "generator.pt")["step"] == 6
+    # settings the function does not take, or that come from the top level, are one-line errors
+    for bad, expect in ((["+vocoder_train.bogus=1"], "valid keys:"), (["+vocoder_train.run_dir=x"], "top level")):
+        assert main(argv + bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and expect in err, err
+
+
+def test_task_classifier_trains(prepared, tmp_path, capsys):
+    from audiodiff.checkpoint import safe_load as load
+
+    run = tmp_path / "clf"
+    argv = ["task=classifier", "+experiment=digits_smoke", "audio=small", f"data.dir={prepared}",
+            f"run_dir={run}", "device=cpu", "data.segment_frames=24", "data.num_classes=3",
+            "classifier_train.steps=3", "classifier_train.batch_size=8", "classifier_train.width=8",
+            "classifier_train.eval_every=3"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "task=classifier finished" in capsys.readouterr().err
+    blob = load(run / "classifier.pt")
+    assert blob["kwargs"]["num_classes"] == 3 and blob["segment_frames"] == 24
+    assert blob["audio_config"]["n_mels"] == 16
+    # the classifier must see the mel the model generates: another audio config is refused
+    assert main([a for a in argv if a != "audio=small"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "n_mels: data 16 vs config 80" in err, err
+    assert main(argv + ["+classifier_train.bogus=1"]) == 2
+    assert "valid keys:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (RECIPES / "vocoder_train").glob("*.yaml")))
+def test_every_vocoder_train_option_matches_train_vocoder(option, prepared):
+    """Each vocoder_train option passes only keyword arguments train_vocoder takes, and its generator builds
+    with a hop that matches the audio config."""
+    from audiodiff.train import task_call
+    from audiodiff.train_vocoder import _build_generator
+
+    cfg = compose_config(["task=vocoder", f"vocoder_train={option}", f"data.dir={prepared}"])
+    fn, kwargs = task_call(cfg)
+    assert fn.__name__ == "train_vocoder" and kwargs["data"] == str(prepared)
+    generator = _build_generator(kwargs["generator"], cfg.audio.n_mels)
+    assert generator.hop_length == cfg.audio.hop_length
+    assert kwargs["segment_size"] % cfg.audio.hop_length == 0
