@@ -1,5 +1,7 @@
 import os
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # also for the recipes and CLIs tests start
+
 import pytest
 import torch
 
