@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -345,7 +346,12 @@ class AudioDiffusionPipeline:
             writes; built from the net's `.config` when not given.
         segment_frames: default frame count per clip (the training segment); overrides config's.
 
-    The net is put in eval mode; nothing else about it (device, gradients) is changed until `.to()`.
+    The net is put in eval mode; nothing else about it (device, gradients) is changed until `.to()`,
+    except that the CUDA fast path stores a 2D net's weights channels_last.
+
+    Attribute `fast` (default True) selects the fast path (audiodiff.fast): on CUDA, the denoiser
+    step replayed from a cached CUDA graph; "compile" adds torch.compile; on the CPU, one thread for
+    small nets. False gives the plain eager path. Samples agree to float rounding either way.
     """
 
     def __init__(self, net: nn.Module, schedule, audio_config: AudioConfig, prediction: str = "eps",
@@ -370,6 +376,8 @@ class AudioDiffusionPipeline:
         self.vocoder = None
         self.vocoder_name = None
         self.set_vocoder("griffinlim" if vocoder is None else vocoder)
+        self.fast = True
+        self._graphs: OrderedDict = OrderedDict()  # audiodiff.fast's captured denoisers
 
     # ---- construction helpers
 
@@ -518,6 +526,7 @@ class AudioDiffusionPipeline:
     def to(self, device) -> "AudioDiffusionPipeline":
         """Move the net, the schedule tables and the vocoder to `device` (in place; returns self)."""
         device = torch.device(device)
+        self._graphs.clear()
         self.net.to(device)
         self.schedule.to(device)
         if isinstance(self.vocoder, nn.Module):
@@ -556,6 +565,7 @@ class AudioDiffusionPipeline:
         """
         from tqdm.auto import tqdm
 
+        from audiodiff import fast
         from audiodiff.diffusion.guidance import make_eps_fn
         from audiodiff.diffusion.samplers import get_sampler, per_sample_noise
 
@@ -564,6 +574,7 @@ class AudioDiffusionPipeline:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
         device = self.device
+        mode = fast.resolve_mode(self.fast, device)
         use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
         shape = (self.audio_config.n_mels, request["num_frames"])
         # One CPU generator per sample: the same seed gives the same noise on any device and in any batch.
@@ -571,20 +582,28 @@ class AudioDiffusionPipeline:
         x_T = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
         x_T = x_T.to(device)  # [B, n_mels, F]
         label_tensor = None if request["labels"] is None else torch.tensor(request["labels"], device=device)
-        eps_fn = make_eps_fn(self.net, self.schedule, self.prediction, labels=label_tensor,
-                             guidance_scale=float(guidance_scale), null_label=self.num_classes)
-        if use_bf16:
-            inner = eps_fn
-
-            def eps_fn(x, t):  # autocast at the network boundary only; the sampler stays float32
-                with torch.autocast(device.type, dtype=torch.bfloat16):
-                    return inner(x, t).float()
+        if mode != "eager":  # CUDA: the denoiser step replayed from a captured graph (audiodiff.fast)
+            fast.prepare_net(self.net, device)
+            eps_fn = fast.graphed_eps_fn(self._graphs, self.net, self.schedule, self.prediction, x_T, label_tensor,
+                                         float(guidance_scale), self.num_classes, use_bf16, mode)
+        else:
+            eps_fn = make_eps_fn(self.net, self.schedule, self.prediction, labels=label_tensor,
+                                 guidance_scale=float(guidance_scale), null_label=self.num_classes)
+            if use_bf16:  # autocast at the network boundary only; the sampler stays float32
+                eps_fn = fast.bf16_eps_fn(eps_fn, device.type)
+        threads = None
+        if device.type == "cpu" and self.fast:
+            flops = fast.net_forward_flops(self.net, *shape)
+            calls = batch_size * (2 if float(guidance_scale) != 1.0 and label_tensor is not None else 1)
+            threads = fast.cpu_threads_for(None if flops is None else flops * calls)
         kwargs = {"eta": float(eta)} if sampler == "ddim" else {}
         bar = tqdm(total=steps, desc=f"{sampler} x{batch_size}", disable=not progress, leave=False,
                    file=sys.stderr, dynamic_ncols=True)
         try:
-            mel = get_sampler(sampler)(eps_fn, x_T, self.schedule, int(steps), noise=per_sample_noise(generators, x_T),
-                                       callback=lambda i, n: bar.update(1), **kwargs)
+            with fast.cpu_threads(threads):
+                mel = get_sampler(sampler)(eps_fn, x_T, self.schedule, int(steps),
+                                           noise=per_sample_noise(generators, x_T),
+                                           callback=lambda i, n: bar.update(1), **kwargs)
         finally:
             bar.close()
         mel = mel.float()  # [B, n_mels, F]
@@ -603,8 +622,14 @@ class AudioDiffusionPipeline:
         A vocoder that draws from the global RNG (Griffin-Lim with rand_init=True) does so in a forked
         RNG seeded with `seed`, so the caller's RNG is untouched and a call is repeatable.
         """
+        from audiodiff import fast
+
         device = self.device
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        threads = None
+        if device.type == "cpu" and self.fast:
+            threads = fast.cpu_threads_for(fast.griffinlim_flops(self.vocoder, mel.shape[0], mel.shape[-1]))
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), \
+                fast.cpu_threads(threads):
             if seed is not None:
                 torch.manual_seed(seed)
             wave = self.vocoder(mel.to(device).float())  # [B, T]

@@ -85,6 +85,10 @@ class UNet(nn.Module):
             ``num_classes`` itself is the null label used for classifier-free guidance.
         groups: GroupNorm groups (reduced to a divisor of the width where needed).
         use_checkpoint: gradient checkpointing per block (less memory, ~30% more time).
+
+    Attribute ``label_check`` ("auto", "always", "never") says when label values are
+    range-checked; "auto" checks CPU labels every call and accelerator labels on the first
+    call only (the check is a host sync). See ``audiodiff.fast`` for the GPU fast path.
     """
 
     def __init__(
@@ -214,24 +218,42 @@ class UNet(nn.Module):
             return emb  # unconditional net: only the null label (0) reaches here
         return emb + self.label_emb(torch.as_tensor(labels, device=device).long()).to(emb.dtype)
 
+    # When label values are range-checked: "auto" (every call for CPU labels; on an accelerator
+    # only the first call, since reading values back is a host sync that stalls every training
+    # or sampling step, and is illegal inside CUDA graph capture), "always" or "never". The
+    # pipeline checks labels on the host and training data are checked against num_classes, so
+    # those callers lose nothing. Shape and dtype are always checked (free).
+    label_check: str = "auto"
+    _device_labels_checked: bool = False
+
     def _check_labels(self, labels: torch.Tensor, batch: int, device) -> None:
         labels = torch.as_tensor(labels, device=device)
         if labels.shape != (batch,) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(
                 f"labels must be an integer tensor of shape [{batch}]; got {labels.dtype} {tuple(labels.shape)}"
             )
-        # The range check reads values (a device sync); skip it while torch.compile
-        # traces and on the meta device (shape-only runs such as FLOP counting).
-        if not torch.compiler.is_compiling() and labels.device.type != "meta":
-            bad = labels[(labels < 0) | (labels > self.num_classes)]
-            if bad.numel():
-                raise ValueError(
-                    f"label {int(bad[0])} is out of range: this net takes labels 0..{self.num_classes - 1} "
-                    f"and {self.num_classes} for 'no label' (num_classes={self.num_classes})"
-                    if self.num_classes
-                    else f"label {int(bad[0])} given to an unconditional net (num_classes=0); "
-                    f"pass labels=None, or build the net with num_classes > 0"
-                )
+        if self.label_check not in ("auto", "always", "never"):
+            raise ValueError(f"label_check={self.label_check!r} is not one of auto, always, never")
+        # The range check reads values: skip it while torch.compile traces, on the meta device
+        # (shape-only runs such as FLOP counting) and while a CUDA graph is being captured.
+        if self.label_check == "never" or labels.device.type == "meta" or torch.compiler.is_compiling():
+            return
+        if labels.device.type != "cpu":
+            if labels.is_cuda and torch.cuda.is_current_stream_capturing():
+                return
+            if self.label_check == "auto" and self._device_labels_checked:
+                return
+        bad = labels[(labels < 0) | (labels > self.num_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"label {int(bad[0])} is out of range: this net takes labels 0..{self.num_classes - 1} "
+                f"and {self.num_classes} for 'no label' (num_classes={self.num_classes})"
+                if self.num_classes
+                else f"label {int(bad[0])} given to an unconditional net (num_classes=0); "
+                f"pass labels=None, or build the net with num_classes > 0"
+            )
+        if labels.device.type != "cpu":
+            self._device_labels_checked = True
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the network target (eps by default) for noisy mels ``x`` at steps ``t``.
