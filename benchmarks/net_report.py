@@ -39,6 +39,26 @@ def preset_rows() -> list[dict]:
     return rows
 
 
+def recipe_rows() -> list[dict]:
+    """Each shipped recipes/net/*.yaml as an experiment composes it (80 mels, 10 classes, 87 frames)."""
+    from omegaconf import OmegaConf
+
+    from audiodiff.train import RECIPES, compose_config, instantiate
+
+    rows = []
+    for path in sorted((RECIPES / "net").glob("*.yaml")):
+        cfg = compose_config([f"net={path.stem}", "data.dir=unused", "data.num_classes=10"])
+        kwargs = OmegaConf.to_container(cfg.net)
+        with torch.device("meta"):
+            net = instantiate(cfg.net)
+        n_frames = cfg.data.segment_frames
+        rows.append(dict(
+            name=f"recipes/net/{path.stem}", dims=kwargs["dims"], n_mels=kwargs["n_mels"], n_frames=n_frames,
+            params=net.num_parameters(), flops=forward_flops(net, n_frames, n_mels=kwargs["n_mels"]),
+            kwargs={k: v for k, v in kwargs.items() if k != "_target_"}))
+    return rows
+
+
 def peer_row() -> dict | None:
     """The diffusers audio-diffusion-256 U-Net (its published config), or None without diffusers."""
     try:
@@ -88,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this path")
     args = parser.parse_args(argv)
 
-    rows = preset_rows()
+    rows = preset_rows() + recipe_rows()
     peer = peer_row()
     if peer is not None:
         rows.append(peer)
