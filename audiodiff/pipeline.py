@@ -555,18 +555,24 @@ class AudioDiffusionPipeline:
         return check_request(self.num_classes, self.schedule.num_steps, self.audio_config, self.segment_frames,
                              **kwargs)
 
+    def data_range(self) -> tuple[float, float]:
+        """The range normalised mels lie in: [-1, 1] for minmax, [log(log_floor), log_max] for none."""
+        c = self.audio_config
+        return (-1.0, 1.0) if c.normalization == "minmax" else (math.log(c.log_floor), c.log_max)
+
     @torch.inference_mode()
     def sample_mel(self, batch_size: int = 1, steps: int = 25, sampler: str = "dpmpp", seed: int = 0, labels=None,
                    guidance_scale: float = 1.0, seconds: float | None = None, eta: float = 0.0,
                    progress: bool = True, precision: str = "auto", clip: bool = True) -> torch.Tensor:
         """Sample normalised mels [B, n_mels, F] (float32, on the pipeline's device); no vocoder.
 
-        clip: clamp the result to the data range of the audio config's normalisation.
+        clip: keep the clean estimate in the data range of the audio config's normalisation at every
+            step (static thresholding, guidance.clip_x0) and clamp the result to it.
         """
         from tqdm.auto import tqdm
 
         from audiodiff import fast
-        from audiodiff.diffusion.guidance import make_eps_fn
+        from audiodiff.diffusion.guidance import clip_x0, make_eps_fn
         from audiodiff.diffusion.samplers import get_sampler, per_sample_noise
 
         request = self.check_request(batch_size=batch_size, steps=steps, sampler=sampler, seed=seed, labels=labels,
@@ -591,6 +597,9 @@ class AudioDiffusionPipeline:
                                  guidance_scale=float(guidance_scale), null_label=self.num_classes)
             if use_bf16:  # autocast at the network boundary only; the sampler stays float32
                 eps_fn = fast.bf16_eps_fn(eps_fn, device.type)
+        low, high = self.data_range()
+        if clip:
+            eps_fn = clip_x0(eps_fn, self.schedule, low, high)
         threads = None
         if device.type == "cpu" and self.fast:
             flops = fast.net_forward_flops(self.net, *shape)
@@ -607,11 +616,7 @@ class AudioDiffusionPipeline:
         finally:
             bar.close()
         mel = mel.float()  # [B, n_mels, F]
-        if clip:
-            # The data lie in [-1, 1] (minmax) or [log(log_floor), log_max]; a sample outside is no mel
-            # the vocoder knows and can overflow its exp (the x0 clipping of Ho et al. 2020's code).
-            low, high = ((-1.0, 1.0) if self.audio_config.normalization == "minmax"
-                         else (math.log(self.audio_config.log_floor), self.audio_config.log_max))
+        if clip:  # a sample outside the data range is no mel the vocoder knows (and can overflow its exp)
             mel = mel.clamp(low, high)
         return mel
 

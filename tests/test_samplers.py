@@ -174,3 +174,30 @@ def test_callback_reports_every_step_and_t_is_long_batch():
     assert seen == [(0, 4), (1, 4), (2, 4), (3, 4)]
     assert all(t.dtype == torch.long and t.shape == (3,) for t in ts)
     assert [t[0].item() for t in ts] == [999, 749, 499, 249]
+
+
+def test_clip_x0_keeps_the_clean_estimate_in_range():
+    """The thresholding wrapper: the x0 implied by its eps lies in [low, high]; inside the range it
+    changes nothing; every sampler then ends inside the range."""
+    from audiodiff.diffusion.guidance import clip_x0
+    from audiodiff.diffusion.objectives import to_x0
+    from audiodiff.diffusion.samplers import SAMPLERS
+    from audiodiff.diffusion.schedules import NoiseSchedule
+
+    schedule = NoiseSchedule("linear", 1000)
+    wild = lambda x, t: torch.full_like(x, 0.5)  # an eps whose x0 estimate is far out of range
+    clipped = clip_x0(wild, schedule, -1.0, 1.0)
+    x = torch.randn(4, 8)
+    for step in (999, 500, 10):
+        t = torch.full((4,), step)
+        ab = schedule.alpha_bar_at(t)[:, None]
+        x0 = to_x0(clipped(x, t), x, ab, "eps")
+        assert x0.min() >= -1 - 1e-4 and x0.max() <= 1 + 1e-4
+        assert to_x0(wild(x, t), x, ab, "eps").abs().max() > 1.5  # the clamp did something
+    tame = lambda x, t: torch.zeros_like(x) + 0.001 * x
+    t = torch.full((4,), 10)
+    x_small = 0.1 * torch.randn(4, 8)
+    torch.testing.assert_close(clip_x0(tame, schedule, -1, 1)(x_small, t), tame(x_small, t), atol=1e-5, rtol=1e-5)
+    for name, fn in SAMPLERS.items():
+        out = fn(clipped, torch.randn(4, 8), schedule, 10)
+        assert out.min() >= -1 - 1e-3 and out.max() <= 1 + 1e-3, name

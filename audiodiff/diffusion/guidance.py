@@ -69,3 +69,20 @@ def make_eps_fn(net, schedule: NoiseSchedule, prediction: str = "eps", labels: t
         raise ValueError(f"guidance_scale={guidance_scale} needs null_label (the label the network was "
                          f"trained with for 'no class'); pass it or use guidance_scale=1.0.")
     return classifier_free_guidance(model_fn, labels, null_label, guidance_scale)
+
+
+def clip_x0(eps_fn: Callable, schedule: NoiseSchedule, low: float, high: float) -> Callable:
+    """eps_fn whose implied clean estimate x0_hat stays in [low, high] at every step.
+
+    Static thresholding (the x0 clipping of Ho et al. 2020's code; Saharia et al. 2022, sec. 2.3):
+    x0_hat = (x_t - sqrt(1 - ab) eps) / sqrt(ab) is clamped to the data range and eps recomputed
+    from it, so every sampler (each works through eps) keeps its trajectory among plausible mels.
+    Early in training the eps error at high noise is amplified by 1 / sqrt(ab) ~ 160 (linear
+    schedule, t = T - 1); without the clamp that error walks the whole trajectory off the data.
+    """
+    def clipped(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = eps_fn(x, t).float()
+        ab = _expand(schedule.alpha_bar_at(t).to(x.device), x)  # [B, 1, ...]
+        x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(low, high)
+        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+    return clipped
