@@ -18,9 +18,7 @@ rate, pitch and pitch range; each clip jitters those a little. Splits are disjoi
 
 from __future__ import annotations
 
-import argparse
 import ctypes
-import io
 import json
 import math
 import os
@@ -32,7 +30,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from ._common import (SPLITS, DatasetError, build_parser, check_seed, check_workers, finish_build,
+                      finished_build, is_count, package_version, pool_context, read_manifest,
+                      run_build, split_sizes, start_build, write_splits, write_wav)
 
 __all__ = ["DIGITS", "SAMPLE_RATE", "CLIP_SAMPLES", "VOICES", "VARIANTS", "SPLITS",
            "DigitsError", "build_digits", "read_manifest", "main"]
@@ -40,7 +41,6 @@ __all__ = ["DIGITS", "SAMPLE_RATE", "CLIP_SAMPLES", "VOICES", "VARIANTS", "SPLIT
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SAMPLE_RATE = 22050  # espeak-ng's native rate, which is also the project's default audio rate
 CLIP_SAMPLES = SAMPLE_RATE  # exactly 1 s, as in SC09
-SPLITS = ("train", "valid", "test")
 
 # English accents shipped with espeak-ng (espeak-ng-data/lang/gmw/).
 VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
@@ -92,7 +92,7 @@ _FADE = 441  # 20 ms fade-out when a word must be cropped
 _MAX_TRIES = 3  # re-syntheses at a faster rate before cropping
 
 
-class DigitsError(Exception):
+class DigitsError(DatasetError):
     """A one-line, user-facing reason the digits build cannot go on."""
 
 
@@ -126,14 +126,6 @@ def _espeak_paths() -> tuple[str, str]:
         raise DigitsError(f"espeak-ng data at {data} lacks voice variants {missing}; "
                           'upgrade it: pip install -U -e ".[digits]"')
     return lib, data
-
-
-def _espeak_version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("espeakng-loader")
-    except Exception:
-        return "unknown"
 
 
 def _load_unused(lib_path: str) -> ctypes.CDLL:
@@ -246,13 +238,7 @@ def _render_clip(engine: _Espeak, clip: dict) -> dict:
     out += 10 ** (clip["noise_dbfs"] / 20) * np.random.default_rng(clip["noise_seed"]).standard_normal(CLIP_SAMPLES)
     pcm = np.round(out * 32767).astype(np.int16)
 
-    path = Path(clip["path"])
-    # Encode in memory: soundfile fsyncs a real file on close, which costs more than the rest.
-    buffer = io.BytesIO()
-    sf.write(buffer, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    write_wav(Path(clip["path"]), pcm, SAMPLE_RATE)
     return {"resynthesised": rate != clip["rate"], "cropped": cropped}
 
 
@@ -324,9 +310,7 @@ def _plan(per_digit: int, seed: int) -> list[dict]:
     rng.shuffle(pairs)
     n = min(per_digit, len(pairs))
     names = pairs[:n]
-    n_valid = max(1, round(0.1 * n)) if n >= 2 else 0
-    n_test = max(1, round(0.1 * n)) if n >= 3 else 0
-    n_train = n - n_valid - n_test
+    n_train, n_valid, _ = split_sizes(n)
     split_of = {name: SPLITS[0] if i < n_train else SPLITS[1] if i < n_train + n_valid else SPLITS[2]
                 for i, name in enumerate(names)}
     base = {name: (rng.uniform(*_BASE_RATE), rng.uniform(*_BASE_PITCH), rng.uniform(*_BASE_RANGE))
@@ -354,36 +338,12 @@ def _plan(per_digit: int, seed: int) -> list[dict]:
 
 # ----------------------------------------------------------------------------- build
 
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Entries of a digits jsonl manifest, with "path" made absolute (relative to the file)."""
-    path = Path(path)
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                entry = json.loads(line)
-                entry["path"] = str((path.parent / entry["path"]).resolve())
-                entries.append(entry)
-    return entries
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _check_args(per_digit, seed, workers) -> int:
-    if isinstance(per_digit, bool) or not isinstance(per_digit, int) or per_digit < 1:
+    if not is_count(per_digit, 1):
         raise DigitsError(f"per_digit must be a whole number >= 1, got {per_digit!r}; "
                           "2000 matches SC09, 2-3 is enough for a smoke test")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise DigitsError(f"seed must be a whole number, got {seed!r}")
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise DigitsError(f"workers must be a whole number >= 1, got {workers!r}")
-    return workers
+    check_seed(seed, DigitsError)
+    return check_workers(workers, DigitsError)
 
 
 def build_digits(out_dir: str | os.PathLike, per_digit: int = 2000, seed: int = 0,
@@ -394,39 +354,20 @@ def build_digits(out_dir: str | os.PathLike, per_digit: int = 2000, seed: int = 
     params = {"builder": _BUILDER, "format": FORMAT_VERSION, "per_digit": per_digit, "seed": seed}
     say = print if verbose else (lambda *a, **k: None)
 
-    if out.exists() and not out.is_dir():
-        raise DigitsError(f"--out {out} is a file; give a directory")
-    record_path = out / "build.json"
-    if out.is_dir() and any(out.iterdir()):
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = None
-        if not isinstance(record, dict) or record.get("builder") != _BUILDER:
-            raise DigitsError(f"--out {out} is a non-empty directory that no digits build made; "
-                              "give a new or empty directory")
-        theirs = {k: record.get(k) for k in params}
-        if theirs != params:
-            raise DigitsError(f"--out {out} holds a digits build with per_digit={theirs['per_digit']} "
-                              f"seed={theirs['seed']} (format {theirs['format']}); give a new "
-                              "directory or delete that one")
-        if record.get("complete"):
-            counts = record["counts"]
-            say(f"{out}: already built with per_digit={per_digit} seed={seed} "
-                f"({', '.join(f'{s} {counts[s]}' for s in SPLITS)}); nothing to do")
-            return counts
+    done = finished_build(out, params, DigitsError, lambda theirs: (
+        f"with per_digit={theirs['per_digit']} seed={theirs['seed']} (format {theirs['format']})"))
+    if done:
+        counts = done["counts"]
+        say(f"{out}: already built with per_digit={per_digit} seed={seed} "
+            f"({', '.join(f'{s} {counts[s]}' for s in SPLITS)}); nothing to do")
+        return counts
 
     lib_path, data_path = _espeak_paths()
     started = time.time()
     clips = _plan(per_digit, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(record_path, json.dumps({**params, "complete": False}, indent=2) + "\n")
+    start_build(out, params)  # keeps a killed build's finished wavs: only the rest is rendered
 
-    # A killed build leaves finished wavs (written by rename) and maybe *.tmp files: keep the
-    # former, drop the latter, render the rest.
     wav_root = out / "wavs"
-    for stale in wav_root.rglob("*.tmp") if wav_root.is_dir() else ():
-        stale.unlink()
     for split in SPLITS:
         for label in range(len(DIGITS)):
             (wav_root / split / str(label)).mkdir(parents=True, exist_ok=True)
@@ -439,14 +380,11 @@ def build_digits(out_dir: str | os.PathLike, per_digit: int = 2000, seed: int = 
 
     resynthesised = cropped = 0
     if todo:
-        import multiprocessing
-
         from tqdm import tqdm
 
-        # fork: quick, and works when __main__ cannot be re-imported (stdin, some notebooks).
         # The pool is made before tqdm so that workers fork from a process without its thread.
-        fork = "fork" in multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if fork else "spawn")
+        context = pool_context()
+        fork = context.get_start_method() == "fork"
         with context.Pool(min(workers, len(todo)), initializer=_init_worker,
                           initargs=(lib_path, data_path),
                           maxtasksperchild=None if fork else 1) as pool:
@@ -457,19 +395,14 @@ def build_digits(out_dir: str | os.PathLike, per_digit: int = 2000, seed: int = 
                     resynthesised += report["resynthesised"]
                     cropped += report["cropped"]
 
-    counts = {}
-    for split in SPLITS:
-        rows = sorted((c for c in clips if c["split"] == split),
-                      key=lambda c: (c["label"], c["speaker"], c["relpath"]))
-        counts[split] = len(rows)
-        _write_atomic(out / f"{split}.jsonl", "".join(
-            json.dumps({"path": c["relpath"], "label": c["label"], "word": c["word"],
-                        "speaker": c["speaker"]}) + "\n" for c in rows))
+    counts = write_splits(out, clips, order=lambda c: (c["label"], c["speaker"], c["relpath"]),
+                          row=lambda c: {"path": c["relpath"], "label": c["label"], "word": c["word"],
+                                         "speaker": c["speaker"]})
     speakers = {split: len({c["speaker"] for c in clips if c["split"] == split}) for split in SPLITS}
     record = {**params, "complete": True, "sample_rate": SAMPLE_RATE, "clip_samples": CLIP_SAMPLES,
-              "counts": counts, "speakers": speakers, "espeakng_loader": _espeak_version(),
+              "counts": counts, "speakers": speakers, "espeakng_loader": package_version("espeakng-loader"),
               "paths": "relative to this directory"}
-    _write_atomic(record_path, json.dumps(record, indent=2) + "\n")
+    finish_build(out, record)
 
     seconds = time.time() - started
     say(f"{out}: {', '.join(f'{s} {counts[s]} clips/{speakers[s]} speakers' for s in SPLITS)}; "
@@ -482,15 +415,8 @@ def build_digits(out_dir: str | os.PathLike, per_digit: int = 2000, seed: int = 
 
 # ----------------------------------------------------------------------------- CLI
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m audiodiff.datasets.digits",
-                     description="Build the spoken-digits set (an SC09 analogue) with espeak-ng.")
-    parser.add_argument("--out", required=True, help="output directory (new, empty, or an earlier build)")
+    parser = build_parser("digits", "Build the spoken-digits set (an SC09 analogue) with espeak-ng.")
     parser.add_argument("--per-digit", type=int, default=2000,
                         help="clips per digit (default 2000, about SC09's size)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -501,13 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     # Call through the imported module, not __main__, so worker processes can find the functions.
     from audiodiff.datasets import digits
 
-    try:
-        digits.build_digits(args.out, args.per_digit, args.seed, args.workers, verbose=not args.quiet)
-    except digits.DigitsError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    except KeyboardInterrupt:  # finished wavs are kept; the same command picks up from them
-        parser.exit(130, f"{parser.prog}: interrupted; run the same command again to resume\n")
-    return 0
+    # Ctrl-C keeps the finished wavs; the same command picks up from them.
+    return run_build(parser, lambda: digits.build_digits(args.out, args.per_digit, args.seed, args.workers,
+                                                         verbose=not args.quiet))
 
 
 if __name__ == "__main__":

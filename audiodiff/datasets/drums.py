@@ -42,10 +42,7 @@ The build is deterministic: no random numbers; the same kit files give the same 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import io
-import json
 import os
 import re
 import sys
@@ -54,14 +51,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from ._common import (SPLITS, DatasetError, build_parser, finish_build, finished_build, read_manifest,
+                      run_build, split_sizes, start_build, write_splits, write_wav)
 
 __all__ = ["LABELS", "SAMPLE_RATE", "CLIP_SAMPLES", "SPLITS", "DEFAULT_KITS_DIR", "DrumsError",
            "build_drums", "find_kits", "label_for", "read_manifest", "main"]
 
 SAMPLE_RATE = 22050
 CLIP_SAMPLES = SAMPLE_RATE  # 1 s
-SPLITS = ("train", "valid", "test")
 LABELS = ("kick", "snare", "hihat", "tom", "cymbal", "other")
 DEFAULT_KITS_DIR = "/usr/share/hydrogen/data/drumkits"
 AUDIO_SUFFIXES = (".flac", ".wav", ".aiff", ".aif", ".ogg")
@@ -96,7 +94,7 @@ _RULES = (
 _COMPILED = tuple((label, re.compile(pattern)) for label, pattern in _RULES)
 
 
-class DrumsError(Exception):
+class DrumsError(DatasetError):
     """A one-line, user-facing reason the drums build cannot go on."""
 
 
@@ -235,14 +233,6 @@ def _pcm16(clip: np.ndarray) -> np.ndarray:
     return np.round(clip * 32767).astype(np.int16)
 
 
-def _write_wav(path: Path, pcm: np.ndarray) -> None:
-    buffer = io.BytesIO()  # encode in memory: soundfile fsyncs a real file on close
-    sf.write(buffer, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- splits
 
 def _hash(text: str) -> str:
@@ -272,34 +262,13 @@ def _assign_splits(clips: list[dict]) -> str:
             c["split"] = split_of[c["kit"]]
         return "kit"
     order = sorted(clips, key=lambda c: _hash(c["source"]))
-    n = len(order)
-    n_valid = max(1, round(TARGET_SHARE * n)) if n >= 2 else 0
-    n_test = max(1, round(TARGET_SHARE * n)) if n >= 3 else 0
+    _, n_valid, n_test = split_sizes(len(order), TARGET_SHARE)
     for i, c in enumerate(order):
         c["split"] = "test" if i < n_test else "valid" if i < n_test + n_valid else "train"
     return "clip"
 
 
 # ----------------------------------------------------------------------------- build
-
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Entries of a drums jsonl manifest, with "path" made absolute (relative to the file)."""
-    path = Path(path)
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                entry = json.loads(line)
-                entry["path"] = str((path.parent / entry["path"]).resolve())
-                entries.append(entry)
-    return entries
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 def build_drums(out_dir: str | os.PathLike, kits_dir: str | os.PathLike = DEFAULT_KITS_DIR,
                 verbose: bool = True) -> dict:
@@ -318,32 +287,19 @@ def build_drums(out_dir: str | os.PathLike, kits_dir: str | os.PathLike = DEFAUL
     out = Path(out_dir)
     params = {"builder": _BUILDER, "format": FORMAT_VERSION, "kits_fingerprint": _fingerprint(kits, kits_dir)}
 
-    if out.exists() and not out.is_dir():
-        raise DrumsError(f"--out {out} is a file; give a directory")
-    record_path = out / "build.json"
-    if out.is_dir() and any(out.iterdir()):
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = None
-        if not isinstance(record, dict) or record.get("builder") != _BUILDER:
-            raise DrumsError(f"--out {out} is a non-empty directory that no drums build made; "
-                             "give a new or empty directory")
-        if {k: record.get(k) for k in params} != params:
-            raise DrumsError(f"--out {out} holds a drums build from other kit files (or format "
-                             f"{record.get('format')}); give a new directory or delete that one")
-        if record.get("complete"):
-            counts = record["counts"]
-            say(f"{out}: already built from {kits_dir} ({', '.join(f'{s} {counts[s]}' for s in SPLITS)}); "
-                "nothing to do")
-            return counts
+    done = finished_build(out, params, DrumsError,
+                          lambda theirs: f"from other kit files (or format {theirs['format']})")
+    if done:
+        counts = done["counts"]
+        say(f"{out}: already built from {kits_dir} ({', '.join(f'{s} {counts[s]}' for s in SPLITS)}); "
+            "nothing to do")
+        return counts
 
     from ..audio import AudioFileError, load_audio
 
     started = time.time()
     candidates, dropped = _inventory(kits, kits_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(record_path, json.dumps({**params, "complete": False}, indent=2) + "\n")
+    start_build(out, params)
 
     from tqdm import tqdm
 
@@ -367,8 +323,6 @@ def build_drums(out_dir: str | os.PathLike, kits_dir: str | os.PathLike = DEFAUL
                          f"{silent} silent, {len(unreadable)} unreadable; {dropped['unlabelled']} unlabelled)")
     split_by = _assign_splits(clips)
 
-    for stale in (out / "wavs").rglob("*.tmp") if (out / "wavs").is_dir() else ():
-        stale.unlink()
     taken = set()
     for c in sorted(clips, key=lambda c: c["source"]):
         base = f"wavs/{c['split']}/{c['label_name']}/{_slug(c['kit'])}__{_slug(Path(c['file']).stem)}"
@@ -380,18 +334,14 @@ def build_drums(out_dir: str | os.PathLike, kits_dir: str | os.PathLike = DEFAUL
         c["relpath"] = relpath
         path = out / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_wav(path, audio[c["source"]])
+        write_wav(path, audio[c["source"]], SAMPLE_RATE)
 
-    counts, kits_of = {}, {}
-    for split in SPLITS:
-        rows = sorted((c for c in clips if c["split"] == split), key=lambda c: (c["label"], c["kit"], c["source"]))
-        counts[split] = len(rows)
-        kits_of[split] = sorted({c["kit"] for c in rows})
-        _write_atomic(out / f"{split}.jsonl", "".join(
-            json.dumps({"path": c["relpath"], "label": c["label"], "label_name": c["label_name"],
-                        "kit": c["kit"], "instrument": c["instrument"], "source": c["source"],
-                        "velocity": c["velocity"], "onset_seconds": c["onset_seconds"]}) + "\n"
-            for c in rows))
+    counts = write_splits(
+        out, clips, order=lambda c: (c["label"], c["kit"], c["source"]),
+        row=lambda c: {"path": c["relpath"], "label": c["label"], "label_name": c["label_name"],
+                       "kit": c["kit"], "instrument": c["instrument"], "source": c["source"],
+                       "velocity": c["velocity"], "onset_seconds": c["onset_seconds"]})
+    kits_of = {split: sorted({c["kit"] for c in clips if c["split"] == split}) for split in SPLITS}
     per_class = {split: {name: sum(c["label_name"] == name for c in clips if c["split"] == split)
                          for name in LABELS} for split in SPLITS}
     record = {**params, "complete": True, "kits_dir": str(kits_dir), "sample_rate": SAMPLE_RATE,
@@ -402,7 +352,7 @@ def build_drums(out_dir: str | os.PathLike, kits_dir: str | os.PathLike = DEFAUL
                           "bad_xml": dropped["bad_xml"]},
               "faded_at_1s": sum(c["faded"] for c in clips),
               "problems": dropped["problems"] + unreadable, "paths": "relative to this directory"}
-    _write_atomic(record_path, json.dumps(record, indent=2) + "\n")
+    finish_build(out, record)
 
     seconds = time.time() - started
     d = record["dropped"]
@@ -414,27 +364,15 @@ def build_drums(out_dir: str | os.PathLike, kits_dir: str | os.PathLike = DEFAUL
 
 # ----------------------------------------------------------------------------- CLI
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m audiodiff.datasets.drums",
-                     description="Build the drum one-shot set from Hydrogen drum kits.")
-    parser.add_argument("--out", required=True, help="output directory (new, empty, or an earlier build)")
+    parser = build_parser("drums", "Build the drum one-shot set from Hydrogen drum kits.")
     parser.add_argument("--kits-dir", default=DEFAULT_KITS_DIR,
                         help=f"folder of kit folders with drumkit.xml (default {DEFAULT_KITS_DIR}, "
                              f"from: {_APT})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     args = parser.parse_args(argv)
-    try:
-        build_drums(args.out, args.kits_dir, verbose=not args.quiet)
-    except DrumsError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, f"{parser.prog}: interrupted; run the same command again\n")
-    return 0
+    return run_build(parser, lambda: build_drums(args.out, args.kits_dir, verbose=not args.quiet),
+                     interrupted="run the same command again")
 
 
 if __name__ == "__main__":

@@ -38,11 +38,8 @@ it without dependencies: `pip install -e ".[notes]" && pip install --no-deps tin
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
-import io
-import json
 import os
 import random
 import sys
@@ -51,7 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from ._common import (SPLITS, DatasetError, build_parser, check_seed, check_workers, finish_build,
+                      finished_build, is_count, package_version, pool_context, read_manifest,
+                      run_build, split_sizes, start_build, write_splits, write_wav)
 
 __all__ = ["FAMILIES", "VELOCITIES", "SAMPLE_RATE", "CLIP_SAMPLES", "NOTE_OFF_SAMPLES", "SPLITS",
            "NotesError", "build_notes", "default_soundfont", "read_manifest", "main"]
@@ -62,7 +62,6 @@ NOTE_OFF_SECONDS = 1.5  # then 0.5 s of release, NSynth's 3:1 proportion
 CLIP_SAMPLES = int(CLIP_SECONDS * SAMPLE_RATE)
 NOTE_OFF_SAMPLES = int(NOTE_OFF_SECONDS * SAMPLE_RATE)
 VELOCITIES = (25, 50, 75, 100, 127)  # NSynth's
-SPLITS = ("train", "valid", "test")
 GAIN_DB = -3.0  # TimGM6mb's loudest notes (bass, brass at velocity 127) peak near +2.4 dBFS
 SILENT_PEAK = 1e-3  # -60 dBFS
 LIMIT_PEAK = 0.999
@@ -102,7 +101,7 @@ _BUILDER = "audiodiff.datasets.notes"
 _INSTALL = 'pip install -e ".[notes]" && pip install --no-deps tinysoundfont'
 
 
-class NotesError(Exception):
+class NotesError(DatasetError):
     """A one-line, user-facing reason the notes build cannot go on."""
 
 
@@ -128,14 +127,6 @@ def _tinysoundfont():
                          "(--no-deps: its PyAudio dependency is for playback only and needs "
                          "PortAudio's headers to build)") from None
     return _tinysoundfont
-
-
-def _version(dist: str) -> str:
-    try:
-        from importlib.metadata import version
-        return version(dist)
-    except Exception:
-        return "unknown"
 
 
 class _Renderer:
@@ -184,12 +175,7 @@ def _render_clip(renderer: _Renderer, clip: dict) -> dict:
     path = Path(clip["path"])
     if path.is_file():
         return {"silent": False, "limited": limited, "written": False}
-    pcm = np.round(x * 32767).astype(np.int16)
-    buffer = io.BytesIO()  # encode in memory: soundfile fsyncs a real file on close
-    sf.write(buffer, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    write_wav(path, np.round(x * 32767).astype(np.int16), SAMPLE_RATE)
     return {"silent": False, "limited": limited, "written": True}
 
 
@@ -216,10 +202,7 @@ def _plan(per_class: int, seed: int) -> list[dict]:
         triples = [(program, pitch, velocity) for program in family.programs
                    for pitch in range(family.lowest, family.highest + 1) for velocity in VELOCITIES]
         chosen = rng.sample(triples, per_class)  # a random order, so the cut below is a random split
-        n = len(chosen)
-        n_valid = max(1, round(0.1 * n)) if n >= 2 else 0
-        n_test = max(1, round(0.1 * n)) if n >= 3 else 0
-        n_train = n - n_valid - n_test
+        n_train, n_valid, _ = split_sizes(len(chosen))
         for i, (program, pitch, velocity) in enumerate(chosen):
             split = SPLITS[0] if i < n_train else SPLITS[1] if i < n_train + n_valid else SPLITS[2]
             clips.append({
@@ -237,25 +220,6 @@ def max_per_class() -> int:
 
 # ----------------------------------------------------------------------------- build
 
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Entries of a notes jsonl manifest, with "path" made absolute (relative to the file)."""
-    path = Path(path)
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                entry = json.loads(line)
-                entry["path"] = str((path.parent / entry["path"]).resolve())
-                entries.append(entry)
-    return entries
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -266,16 +230,11 @@ def _sha256(path: Path) -> str:
 
 def _check_args(per_class, seed, workers) -> int:
     top = max_per_class()
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= top:
+    if not is_count(per_class, 1) or per_class > top:
         raise NotesError(f"per_class must be a whole number from 1 to {top} (the distinct notes of the "
                          f"smallest family), got {per_class!r}; 1500 is the full recipe, 3 a smoke test")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise NotesError(f"seed must be a whole number, got {seed!r}")
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise NotesError(f"workers must be a whole number >= 1, got {workers!r}")
-    return workers
+    check_seed(seed, NotesError)
+    return check_workers(workers, NotesError)
 
 
 def build_notes(out_dir: str | os.PathLike, per_class: int = 1500, seed: int = 0,
@@ -292,27 +251,13 @@ def build_notes(out_dir: str | os.PathLike, per_class: int = 1500, seed: int = 0
               "soundfont_sha256": _sha256(soundfont)}
     say = print if verbose else (lambda *a, **k: None)
 
-    if out.exists() and not out.is_dir():
-        raise NotesError(f"--out {out} is a file; give a directory")
-    record_path = out / "build.json"
-    if out.is_dir() and any(out.iterdir()):
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = None
-        if not isinstance(record, dict) or record.get("builder") != _BUILDER:
-            raise NotesError(f"--out {out} is a non-empty directory that no notes build made; "
-                             "give a new or empty directory")
-        theirs = {k: record.get(k) for k in params}
-        if theirs != params:
-            differ = ", ".join(f"{k}={theirs[k]}" for k in params if theirs[k] != params[k])
-            raise NotesError(f"--out {out} holds a notes build with {differ}; give a new directory "
-                             "or delete that one")
-        if record.get("complete"):
-            counts = record["counts"]
-            say(f"{out}: already built with per_class={per_class} seed={seed} "
-                f"({', '.join(f'{s} {counts[s]}' for s in SPLITS)}); nothing to do")
-            return counts
+    done = finished_build(out, params, NotesError, lambda theirs: "with " + ", ".join(
+        f"{k}={theirs[k]}" for k in params if theirs[k] != params[k]))
+    if done:
+        counts = done["counts"]
+        say(f"{out}: already built with per_class={per_class} seed={seed} "
+            f"({', '.join(f'{s} {counts[s]}' for s in SPLITS)}); nothing to do")
+        return counts
 
     renderer = _Renderer(str(soundfont))  # fails early, in one line, on a missing module or bad file
     instruments = {p: renderer.preset_name(p) for f in FAMILIES for p in f.programs}
@@ -322,14 +267,9 @@ def build_notes(out_dir: str | os.PathLike, per_class: int = 1500, seed: int = 0
                          "use a General MIDI SoundFont")
     started = time.time()
     clips = _plan(per_class, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(record_path, json.dumps({**params, "complete": False}, indent=2) + "\n")
+    start_build(out, params)  # keeps a killed build's finished wavs: _render_clip skips them
 
-    # A killed build leaves finished wavs (written by rename) and maybe *.tmp files: keep the
-    # former, drop the latter, render the rest.
     wav_root = out / "wavs"
-    for stale in wav_root.rglob("*.tmp") if wav_root.is_dir() else ():
-        stale.unlink()
     for split in SPLITS:
         for family in FAMILIES:
             (wav_root / split / family.name).mkdir(parents=True, exist_ok=True)
@@ -346,27 +286,19 @@ def build_notes(out_dir: str | os.PathLike, per_class: int = 1500, seed: int = 0
                 outcome.update(result)
                 bar.update(len(result))
         else:
-            import multiprocessing
-
-            # fork: quick, and works when __main__ cannot be re-imported (stdin, notebooks)
-            fork = "fork" in multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if fork else "spawn")
-            with context.Pool(min(workers, len(chunks)), initializer=_init_worker,
-                              initargs=(str(soundfont),)) as pool:
+            with pool_context().Pool(min(workers, len(chunks)), initializer=_init_worker,
+                                     initargs=(str(soundfont),)) as pool:
                 for result in pool.imap_unordered(_render_chunk, chunks):
                     outcome.update(result)
                     bar.update(len(result))
 
     kept = [c for c in clips if not outcome[c["relpath"]]["silent"]]
-    counts, per_family, silent = {}, {}, {}
-    for split in SPLITS:
-        rows = sorted((c for c in kept if c["split"] == split),
-                      key=lambda c: (c["label"], c["program"], c["pitch"], c["velocity"]))
-        counts[split] = len(rows)
-        _write_atomic(out / f"{split}.jsonl", "".join(
-            json.dumps({"path": c["relpath"], "label": c["label"], "family": c["family"],
-                        "program": c["program"], "instrument": instruments[c["program"]],
-                        "pitch": c["pitch"], "velocity": c["velocity"]}) + "\n" for c in rows))
+    counts = write_splits(
+        out, kept, order=lambda c: (c["label"], c["program"], c["pitch"], c["velocity"]),
+        row=lambda c: {"path": c["relpath"], "label": c["label"], "family": c["family"],
+                       "program": c["program"], "instrument": instruments[c["program"]],
+                       "pitch": c["pitch"], "velocity": c["velocity"]})
+    per_family, silent = {}, {}
     for family in FAMILIES:
         per_family[family.name] = sum(c["family"] == family.name for c in kept)
         silent[family.name] = sum(c["family"] == family.name for c in clips) - per_family[family.name]
@@ -380,8 +312,8 @@ def build_notes(out_dir: str | os.PathLike, per_class: int = 1500, seed: int = 0
                                     "pitches": [f.lowest, f.highest]} for i, f in enumerate(FAMILIES)},
               "counts": counts, "clips_per_class": per_family, "silent_dropped": silent,
               "silent_dropped_total": n_silent, "limited": n_limited, "soundfont": soundfont.name,
-              "tinysoundfont": _version("tinysoundfont"), "paths": "relative to this directory"}
-    _write_atomic(record_path, json.dumps(record, indent=2) + "\n")
+              "tinysoundfont": package_version("tinysoundfont"), "paths": "relative to this directory"}
+    finish_build(out, record)
 
     seconds = time.time() - started
     say(f"{out}: {', '.join(f'{s} {counts[s]}' for s in SPLITS)} notes in {len(FAMILIES)} families; "
@@ -392,15 +324,8 @@ def build_notes(out_dir: str | os.PathLike, per_class: int = 1500, seed: int = 0
 
 # ----------------------------------------------------------------------------- CLI
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m audiodiff.datasets.notes",
-                     description="Build the instrument-notes set (an NSynth analogue) from a SoundFont.")
-    parser.add_argument("--out", required=True, help="output directory (new, empty, or an earlier build)")
+    parser = build_parser("notes", "Build the instrument-notes set (an NSynth analogue) from a SoundFont.")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--per-class", type=int, default=1500,
                         help=f"notes drawn per family, before silent ones are dropped "
@@ -414,14 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     # Call through the imported module, not __main__, so worker processes can find the functions.
     from audiodiff.datasets import notes
 
-    try:
-        notes.build_notes(args.out, args.per_class, args.seed, args.soundfont, args.workers,
-                          verbose=not args.quiet)
-    except notes.NotesError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    except KeyboardInterrupt:  # finished wavs are kept; the same command picks up from them
-        parser.exit(130, f"{parser.prog}: interrupted; run the same command again to resume\n")
-    return 0
+    # Ctrl-C keeps the finished wavs; the same command picks up from them.
+    return run_build(parser, lambda: notes.build_notes(args.out, args.per_class, args.seed, args.soundfont,
+                                                       args.workers, verbose=not args.quiet))
 
 
 if __name__ == "__main__":

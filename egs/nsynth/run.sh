@@ -6,7 +6,8 @@
 # Usage: bash egs/nsynth/run.sh [--smoke] [--data-dir FOLDER_WITH_nsynth-train/] [--stage N]
 #                               [--stop-stage N] [--nproc N] [--finetune-vocoder] [HYDRA_OVERRIDES...]
 # Every setting lives in recipes/experiment/nsynth*.yaml; this script only sequences
-# `python -m audiodiff.*` calls. Hydra overrides (key=value) go to training.
+# `python -m audiodiff.*` calls (stages 1-5: ../common/stages.sh). Hydra overrides (key=value)
+# go to training.
 invoke_dir=$PWD
 cd "$(dirname "$0")"
 experiment=nsynth
@@ -16,11 +17,11 @@ finetune_vocoder=false
 flag_opts="--finetune-vocoder"
 usage="usage: bash egs/nsynth/run.sh [--smoke] [--data-dir FOLDER_WITH_nsynth-train/] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"
 source ../common/recipe.sh
+source ../common/stages.sh
 [ -z "$data_dir" ] || data_dir=$(cd "$invoke_dir" && realpath -m -- "$data_dir")
 
 name=$(get name)
-declare -A recipe  # the experiment's recipe.* values, read in one call (each `get` starts Python)
-while IFS= read -r line; do recipe[${line%%: *}]=${line#*: }; done < <(get recipe)
+read_recipe
 data=$work/data/$name
 dump=$work/dump/$name
 exp=$work/exp/$name
@@ -31,46 +32,11 @@ if stage_on 0; then
     --pitch-min "${recipe[pitch_min]}" --pitch-max "${recipe[pitch_max]}" \
     --sources "${recipe[sources]}" --per-label "${recipe[per_label]}"
 fi
-
-if stage_on 1; then
-  log "stage 1: check notes, resample to the audio config, compute mels -> $dump"
-  mkdir -p "$dump"
-  get audio > "$dump/audio.yaml"
-  for split in train valid test; do
-    python -m audiodiff.prepare "$data/$split.jsonl" --out "$dump/$split" --audio-config "$dump/audio.yaml" --quiet
-  done
-fi
-
-if stage_on 2; then
-  log "stage 2: train -> $exp (re-run to resume)"
-  "${train_launcher[@]}" "+experiment=$experiment" "data.dir=$dump/train" "run_dir=$exp" "${overrides[@]}"
-fi
-
-if stage_on 3 && [ "$finetune_vocoder" = true ]; then
-  log "stage 3: fine-tune HiFi-GAN on the train notes -> $exp/vocoder"
-  python -m audiodiff.train task=vocoder "+experiment=$experiment" "data.dir=$dump/train" "run_dir=$exp/vocoder" "${overrides[@]}"
-fi
-
-if stage_on 4; then
-  vocoder=${recipe[vocoder]}
-  [ -f "$exp/vocoder/generator.pt" ] && vocoder=$exp/vocoder  # stage 3's, when it ran
-  log "stage 4: generate every family (vocoder $vocoder) -> $exp/clips"
-  python -m audiodiff.generate --model "$exp" --out "$exp/clips" --overwrite --num "${recipe[generate_num]}" \
-    --steps "${recipe[generate_steps]}" --sampler "${recipe[sampler]}" --vocoder "$vocoder" \
-    --guidance "${recipe[guidance]}" --label "$(seq -s, 0 $(($(get data.num_classes) - 1)))"
-  log "done: open $(cd "$exp/clips" && pwd)/index.html"
-fi
-
+if stage_on 1; then prepare_splits "$data" "$dump"; fi
+if stage_on 2; then train_model "$dump" "$exp"; fi
+if stage_on 3 && [ "$finetune_vocoder" = true ]; then train_vocoder "$dump" "$exp"; fi
+if stage_on 4; then generate_clips "$exp"; fi
 if stage_on 5; then
-  vocoder=${recipe[vocoder]}
-  [ -f "$exp/vocoder/generator.pt" ] && vocoder=$exp/vocoder
-  log "stage 5: train the evaluation classifier -> $exp/classifier, score ${recipe[eval_num]} generated clips"
-  python -m audiodiff.train task=classifier "+experiment=$experiment" "data.dir=$dump/train" \
-    "run_dir=$exp/classifier" "classifier_train.valid_dir=$dump/valid" "classifier_train.test_dir=$dump/test" \
-    "${overrides[@]}"
-  python -m audiodiff.evaluate --model "$exp" --num "${recipe[eval_num]}" \
-    --classifier "$exp/classifier/classifier.pt" --reference "$dump/train" --test "$dump/test" \
-    --steps "${recipe[generate_steps]}" --sampler "${recipe[sampler]}" --vocoder "$vocoder" \
-    --guidance "${recipe[guidance]}" --json "$exp/eval.json"
-  log "scores: $exp/eval.json"
+  train_classifier "$dump" "$exp"
+  score_clips "$exp" --classifier "$exp/classifier/classifier.pt" --reference "$dump/train" --test "$dump/test"
 fi
