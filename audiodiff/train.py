@@ -234,7 +234,18 @@ def train(cfg) -> dict:
         backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        from datetime import timedelta
+
+        timeout = timedelta(seconds=float(cfg.train.dist_timeout_s))
+        # torchrun keeps one key-value store across restarts, and gloo publishes each rank's
+        # address there: without a fresh namespace per attempt, a restarted rank can read the
+        # dead attempt's address and wait on it forever. So each attempt gets its own prefix.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                              is_master=rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True",
+                              timeout=timeout)
+        dist.init_process_group(backend, store=dist.PrefixStore(f"audiodiff/attempt{attempt}", store),
+                                rank=rank, world_size=world, timeout=timeout)
     main = rank == 0
     device = pick_device(cfg.device)
     t = cfg.train

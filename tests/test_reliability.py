@@ -346,12 +346,22 @@ def test_second_signal_exits_at_once_without_damage(prepared, tmp_path, caplog):
 def test_torchrun_max_restarts_resumes_a_dead_rank(base_run, prepared, tmp_path):
     """Rank 1 dies at step 7 on the first attempt; torchrun restarts both ranks, which resume from
     step 5 and finish at step 10 with the weights of a run that never died (DDP = one process)."""
+    # Bounded, with the whole process group killed on a stall: a regression here fails the test
+    # instead of hanging the suite. (A restarted rank reading the dead attempt's gloo address from
+    # torchrun's store used to stall about one run in two; train.py now namespaces each attempt.)
     run = tmp_path / "elastic"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "--max-restarts", "1", "-m", "audiodiff.train",
-                        *overrides(prepared, run, "train.max_steps=10", "device=cpu")],
-                       env={**ENV, "AUDIODIFF_TEST_CRASH_AT_STEP": "7"}, capture_output=True, text=True,
-                       timeout=600, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             "2", "--max-restarts", "1", "-m", "audiodiff.train",
+                             *overrides(prepared, run, "train.max_steps=10", "device=cpu", "train.dist_timeout_s=60")],
+                            env={**ENV, "AUDIODIFF_TEST_CRASH_AT_STEP": "7"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True)
+    try:
+        stdout, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, _ = proc.communicate()
+        pytest.fail("torchrun with a dead rank did not finish in 300 s:\n" + stdout[-3000:])
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, "")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert "step_00000005.pt (step 5)" in out, out[-3000:]  # the restart resumed from the checkpoint
