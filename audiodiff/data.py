@@ -305,6 +305,30 @@ class MelDataset(Dataset):
                 "index": index, "length": length}
 
 
+def bin_statistics(dataset: MelDataset, max_clips: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of every mel bin over the real frames of a dataset's clips:
+    float32 [n_mels], [n_mels], accumulated in float64 (audiodiff.diffusion.scaling uses them).
+
+    Up to max_clips clips, evenly spaced through the manifest, so a large corpus costs seconds; the
+    result is a pure function of the folder's contents (every rank of a DDP run gets the same).
+    """
+    n = len(dataset.entries)
+    picks = range(n) if n <= max_clips else np.linspace(0, n - 1, max_clips).round().astype(np.int64)
+    total = torch.zeros(dataset.n_mels, dtype=torch.float64)
+    squares = torch.zeros(dataset.n_mels, dtype=torch.float64)
+    count = 0
+    for clip in picks:
+        frames = dataset._frames(int(clip), 0, int(dataset.entries[int(clip)]["num_frames"])).double()  # [F, n_mels]
+        total += frames.sum(0)
+        squares += frames.pow(2).sum(0)
+        count += frames.shape[0]
+    if count == 0:
+        raise ValueError(f"{dataset.dir}: the clips have no frames to take statistics from")
+    mean = total / count
+    var = (squares / count - mean.pow(2)).clamp(min=0)
+    return mean.float(), var.sqrt().float()
+
+
 def collate(items: list[dict]) -> dict:
     """Stack items: {"mel" [B, n_mels, F], "label" [B], "index" [B], "length" [B]}."""
     return {"mel": torch.stack([it["mel"] for it in items]),

@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from audiodiff.audio import AudioConfig
+from audiodiff.diffusion.scaling import DataScaler
 
 MODEL_FORMAT = "audiodiff-model"
 MODEL_FORMAT_VERSION = 1
@@ -180,7 +181,9 @@ def read_model_config(path: str | os.PathLike) -> ModelSpec:
             "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
             "audio": need("audio"), "net": need("net"),
             "diffusion": {"schedule": need("diffusion.schedule"),
-                          "prediction": raw.get("diffusion", {}).get("prediction", "eps")},
+                          "prediction": raw.get("diffusion", {}).get("prediction", "eps"),
+                          **{k: raw["diffusion"][k] for k in ("data_mean", "data_std")
+                             if raw.get("diffusion", {}).get(k) is not None}},
             "num_classes": int(raw.get("data", {}).get("num_classes", 0) or 0),
             "segment_frames": int(need("data.segment_frames")),
         }
@@ -373,6 +376,8 @@ class AudioDiffusionPipeline:
         self.num_classes = int(num_classes)
         self.config = self._model_config(config, segment_frames)
         self.segment_frames = int(self.config["segment_frames"])
+        # Per-bin standardisation the net was trained in (audiodiff.diffusion.scaling); None = identity.
+        self.scaler = DataScaler.from_config(self.config.get("diffusion"), audio_config.n_mels)
         self.vocoder = None
         self.vocoder_name = None
         self.set_vocoder("griffinlim" if vocoder is None else vocoder)
@@ -598,8 +603,11 @@ class AudioDiffusionPipeline:
             if use_bf16:  # autocast at the network boundary only; the sampler stays float32
                 eps_fn = fast.bf16_eps_fn(eps_fn, device.type)
         low, high = self.data_range()
+        state_low, state_high = low, high  # the mel range in the units the sampler works in
+        if self.scaler is not None:
+            state_low, state_high = self.scaler.bounds(low, high, device)  # [n_mels, 1] each
         if clip:
-            eps_fn = clip_x0(eps_fn, self.schedule, low, high)
+            eps_fn = clip_x0(eps_fn, self.schedule, state_low, state_high)
         threads = None
         if device.type == "cpu" and self.fast:
             flops = fast.net_forward_flops(self.net, *shape)
@@ -616,6 +624,8 @@ class AudioDiffusionPipeline:
         finally:
             bar.close()
         mel = mel.float()  # [B, n_mels, F]
+        if self.scaler is not None:
+            mel = self.scaler.decode(mel)
         if clip:  # a sample outside the data range is no mel the vocoder knows (and can overflow its exp)
             mel = mel.clamp(low, high)
         return mel

@@ -267,6 +267,7 @@ def train(cfg) -> dict:
                          f"{cfg.data.num_classes}; set data.num_classes={dataset.num_classes}")
     if len(dataset) < t.batch_size:
         raise UsageError(f"{cfg.data.dir} has {len(dataset)} clips, fewer than train.batch_size={t.batch_size}")
+    scaler = data_scaler(cfg, dataset)  # per-bin standardisation of the diffusion state (or None)
     loader = make_loader(dataset, micro, shuffle=True, seed=cfg.seed, num_workers=t.num_workers,
                          distributed=world > 1, rank=rank, world_size=world, pin_memory=device.type == "cuda")
 
@@ -290,6 +291,13 @@ def train(cfg) -> dict:
     step, position, nonfinite, skipped, last_loss = 0, None, 0, 0, float("nan")
     state, path = resume_state(ckpt_dir, world, main)
     if state is not None:
+        saved = (state.get("config") or {}).get("diffusion") or {}
+        if scaler is not None and saved.get("data_mean") is not None:
+            # the statistics the run started with, even if the data folder changed since
+            from audiodiff.diffusion.scaling import DataScaler
+
+            scaler = DataScaler(saved["data_mean"], saved["data_std"])
+            _store_scaler(cfg, scaler)
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -377,6 +385,8 @@ def train(cfg) -> dict:
         for m in range(t.grad_accum):
             position, batch = next(it)
             x0 = batch["mel"].to(device, non_blocking=True)  # [b, n_mels, F]
+            if scaler is not None:
+                x0 = scaler.encode(x0)
             rows = slice(m * micro * world + rank, (m + 1) * micro * world, world)
             noise = noise_all[rows].to(device, non_blocking=True)
             timesteps = t_all[rows].to(device, non_blocking=True)
@@ -447,6 +457,40 @@ def train(cfg) -> dict:
         dist.barrier()
     return {"step": step, "loss": last_loss, "reason": reason, "run_dir": str(run_dir), "history": history,
             "skipped_steps": skipped}
+
+
+def data_scaler(cfg, dataset):
+    """The DataScaler of diffusion.standardize (None when off): diffusion.data_mean/data_std when the
+    config gives them, else the training set's per-bin statistics, written into cfg so that config.yaml
+    and every checkpoint carry them to the pipeline."""
+    from omegaconf import OmegaConf
+
+    from audiodiff.data import bin_statistics
+    from audiodiff.diffusion.scaling import DataScaler
+
+    d = cfg.diffusion
+    given = d.get("data_mean") is not None or d.get("data_std") is not None
+    if not d.get("standardize", False):
+        if given:
+            raise UsageError("diffusion.data_mean/data_std are set but diffusion.standardize=false; set "
+                             "diffusion.standardize=true to use them, or drop them")
+        return None
+    try:
+        if given:
+            scaler = DataScaler.from_config(OmegaConf.to_container(d), dataset.n_mels)
+        else:
+            scaler = DataScaler(*bin_statistics(dataset))
+    except ValueError as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    _store_scaler(cfg, scaler)
+    return scaler
+
+
+def _store_scaler(cfg, scaler) -> None:
+    from omegaconf import open_dict
+
+    with open_dict(cfg.diffusion):
+        cfg.diffusion.update(scaler.to_config())
 
 
 def open_dataset(cfg, audio, dataset_class):
@@ -523,7 +567,9 @@ def log_samples(writer, ema: nn.Module, schedule, audio, cfg, step: int) -> None
     with torch.random.fork_rng(devices=devices):
         pipe = AudioDiffusionPipeline(ema, schedule, audio, prediction=cfg.diffusion.prediction,
                                       num_classes=classes, vocoder="griffinlim",
-                                      config={"net": _container(cfg.net)},
+                                      config={"net": _container(cfg.net), "diffusion": {
+                                          k: _container(cfg.diffusion)[k] for k in ("data_mean", "data_std")
+                                          if cfg.diffusion.get(k) is not None}},
                                       segment_frames=int(cfg.data.segment_frames))
         out = pipe(batch_size=n, steps=int(cfg.train.sample_steps), sampler="dpmpp", seed=0, labels=labels,
                    progress=False, return_mel=True)

@@ -92,17 +92,60 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
 
 
 def test_smoke_loss_falls_below_half(prepared, tmp_path):
-    """The smoke experiment's eps-MSE falls below half its first-50-step mean."""
+    """With the plain DDPM objective (eps on raw mels) the smoke experiment's loss falls below half
+    its first-50-step mean."""
     from audiodiff.train import train
 
     cfg = compose_config(overrides(prepared, tmp_path / "run", "train.max_steps=300", "train.log_every=1",
-                                   "train.ckpt_every=300"))
+                                   "train.ckpt_every=300", "diffusion.prediction=eps",
+                                   "diffusion.standardize=false"))
     summary = train(cfg)
     losses = [loss for _, loss in summary["history"]]
     assert summary["step"] == 300 and len(losses) == 300
     first = float(np.mean(losses[:50]))
     last = float(np.mean(losses[-50:]))
     assert last < 0.5 * first, (first, last)
+
+
+def test_smoke_default_objective_beats_the_trivial_predictor(prepared, tmp_path):
+    """The default objective, v on per-bin standardised mels, starts at the loss of predicting 0
+    (E[v^2] = 1 for unit-variance data) and must get well below it; the statistics are stored."""
+    from audiodiff.train import train
+
+    cfg = compose_config(overrides(prepared, tmp_path / "run", "train.max_steps=300", "train.log_every=1",
+                                   "train.ckpt_every=300"))
+    assert cfg.diffusion.prediction == "v" and cfg.diffusion.standardize
+    summary = train(cfg)
+    losses = [loss for _, loss in summary["history"]]
+    last = float(np.mean(losses[-50:]))
+    assert 0.9 < np.mean(losses[:5]) < 1.2, losses[:5]
+    assert last < 0.85, last
+    saved = safe_load(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["config"]["diffusion"]
+    assert len(saved["data_mean"]) == len(saved["data_std"]) == cfg.audio.n_mels
+
+
+def test_statistics_reach_config_yaml_and_survive_a_resume(prepared, tmp_path):
+    """The per-bin statistics go into the run's config.yaml (what the pipeline reads); a resume uses
+    the checkpoint's even when the config now names other ones."""
+    import yaml
+
+    from audiodiff.data import MelDataset, bin_statistics
+    from audiodiff.train import UsageError, train
+
+    run = tmp_path / "run"
+    train(compose_config(overrides(prepared, run, "train.max_steps=5")))
+    saved = yaml.safe_load((run / "config.yaml").read_text())["diffusion"]
+    mean, std = bin_statistics(MelDataset(prepared, segment_frames=24))
+    assert np.allclose(saved["data_mean"], mean.numpy()) and np.allclose(saved["data_std"], std.numpy())
+    other = [f"diffusion.data_mean=[{','.join(['0.0'] * 16)}]", f"diffusion.data_std=[{','.join(['1.0'] * 16)}]"]
+    train(compose_config(overrides(prepared, run, "train.max_steps=10", *other)))
+    again = yaml.safe_load((run / "config.yaml").read_text())["diffusion"]
+    assert again["data_mean"] == saved["data_mean"] and again["data_std"] == saved["data_std"]
+    with pytest.raises(UsageError, match="standardize=false"):
+        train(compose_config(overrides(prepared, tmp_path / "x", "diffusion.standardize=false", *other)))
+    with pytest.raises(UsageError, match="n_mels=16"):
+        train(compose_config(overrides(prepared, tmp_path / "y", "diffusion.data_mean=[0.0]",
+                                       "diffusion.data_std=[1.0]")))
 
 
 def _final_weights(run_dir):
