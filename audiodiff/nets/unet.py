@@ -67,7 +67,7 @@ PRESET_INPUTS: dict[str, tuple[int, int]] = {
 
 
 class UNet(nn.Module):
-    """Noise-prediction U-Net on normalised log-mels ``[B, n_mels, F]``.
+    """Denoising U-Net on (standardised) log-mels ``[B, n_mels, F]``.
 
     Args:
         dims: 2 = mel spectrogram as a 1-channel image; 1 = mel bins as channels.
@@ -256,7 +256,7 @@ class UNet(nn.Module):
             self._device_labels_checked = True
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Predict the network target (eps by default) for noisy mels ``x`` at steps ``t``.
+        """Predict the network target (v in the shipped recipes; eps, x0) for noisy states ``x`` at steps ``t``.
 
         x: ``[B, n_mels, F]`` noisy normalised log-mel, any F >= 1.
         t: ``[B]`` timesteps in training-index units (0..T-1), int or float.
