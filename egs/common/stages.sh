@@ -5,6 +5,7 @@
 #
 #   read_recipe                        ${recipe[KEY]}: every recipe.* value, read in one call
 #                                      (each `get` starts Python); the stages call it themselves
+#   recipe_paths                       name, recipe, data, dump, exp (and an absolute data_dir)
 #   1 prepare_splits DATA DUMP [SPLIT...]
 #                                      DUMP/audio.yaml from the config, then each
 #                                      DATA/SPLIT.jsonl -> DUMP/SPLIT (default: train valid test)
@@ -27,6 +28,18 @@ read_recipe() {
   while IFS= read -r line; do
     if [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*):\ (.*)$ ]]; then recipe[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}; fi
   done < <(get recipe)
+}
+
+# recipe_paths: name (the experiment's), every recipe.* value, and the folders data=$work/data/$name
+# (a recipe whose data depend on recipe values sets its own after), dump=$work/dump/$name,
+# exp=$work/exp/$name; a --data-dir given relative to where run.sh was called is made absolute.
+recipe_paths() {
+  name=$(get name)
+  read_recipe
+  data=$work/data/$name
+  dump=$work/dump/$name
+  exp=$work/exp/$name
+  [ -z "${data_dir:-}" ] || data_dir=$(cd "$invoke_dir" && realpath -m -- "$data_dir")
 }
 
 prepare_splits() {

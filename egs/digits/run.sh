@@ -15,12 +15,8 @@ flag_opts="--finetune-vocoder"
 usage="usage: bash egs/digits/run.sh [--smoke|--cpu] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"
 source ../common/recipe.sh
 source ../common/stages.sh
-
-name=$(get name)
-read_recipe
+recipe_paths
 data=$work/data/digits_${recipe[per_digit]}
-dump=$work/dump/$name
-exp=$work/exp/$name
 
 if stage_on 0; then
   log "stage 0: speak the digits (${recipe[per_digit]} per digit) -> $data"

@@ -17,14 +17,10 @@ flag_opts="--finetune-vocoder"
 usage="usage: bash egs/drums/run.sh [--smoke] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"
 source ../common/recipe.sh
 source ../common/stages.sh
-
-name=$(get name)
-read_recipe
+recipe_paths
 data=$work/data/drums
 kits=${recipe[kits_dir]}
 [[ $kits = /* ]] || kits=$invoke_dir/$kits  # a relative recipe.kits_dir=... is from where run.sh was called
-dump=$work/dump/$name
-exp=$work/exp/$name
 
 if stage_on 0; then
   log "stage 0: cut onset-aligned 1 s clips from the kits in $kits -> $data"

@@ -16,12 +16,8 @@ flag_opts="--finetune-vocoder"
 usage="usage: bash egs/notes/run.sh [--smoke|--cpu] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"
 source ../common/recipe.sh
 source ../common/stages.sh
-
-name=$(get name)
-read_recipe
+recipe_paths
 data=$work/data/notes_${recipe[per_class]}_seed${recipe[data_seed]}
-dump=$work/dump/$name
-exp=$work/exp/$name
 
 if stage_on 0; then
   log "stage 0: render ${recipe[per_class]} notes per family -> $data"

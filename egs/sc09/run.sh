@@ -18,13 +18,7 @@ flag_opts="--finetune-vocoder"
 usage="usage: bash egs/sc09/run.sh [--smoke] [--data-dir UNPACKED_SPEECH_COMMANDS] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"
 source ../common/recipe.sh
 source ../common/stages.sh
-[ -z "$data_dir" ] || data_dir=$(cd "$invoke_dir" && realpath -m -- "$data_dir")
-
-name=$(get name)
-read_recipe
-data=$work/data/$name
-dump=$work/dump/$name
-exp=$work/exp/$name
+recipe_paths
 
 if stage_on 0; then
   log "stage 0: Speech Commands digits ${data_dir:+from $data_dir }-> $data"
