@@ -309,7 +309,8 @@ def bin_statistics(dataset: MelDataset, max_clips: int = 4000) -> tuple[torch.Te
     """Mean and standard deviation of every mel bin over the real frames of a dataset's clips:
     float32 [n_mels], [n_mels], accumulated in float64 (audiodiff.diffusion.scaling uses them).
 
-    Up to max_clips clips, evenly spaced through the manifest, so a large corpus costs seconds; the
+    Standard deviations are at least audiodiff.diffusion.scaling.MIN_STD. Up to max_clips clips,
+    evenly spaced through the manifest, so a large corpus costs seconds; the
     result is a pure function of the folder's contents (every rank of a DDP run gets the same).
     """
     n = len(dataset.entries)
@@ -324,9 +325,12 @@ def bin_statistics(dataset: MelDataset, max_clips: int = 4000) -> tuple[torch.Te
         count += frames.shape[0]
     if count == 0:
         raise ValueError(f"{dataset.dir}: the clips have no frames to take statistics from")
+    from audiodiff.diffusion.scaling import MIN_STD
+
     mean = total / count
     var = (squares / count - mean.pow(2)).clamp(min=0)
-    return mean.float(), var.sqrt().float()
+    # a bin that never changes (band-limited or silent audio) gets MIN_STD, not a division by ~0
+    return mean.float(), var.sqrt().clamp(min=MIN_STD).float()
 
 
 def collate(items: list[dict]) -> dict:

@@ -267,7 +267,6 @@ def train(cfg) -> dict:
                          f"{cfg.data.num_classes}; set data.num_classes={dataset.num_classes}")
     if len(dataset) < t.batch_size:
         raise UsageError(f"{cfg.data.dir} has {len(dataset)} clips, fewer than train.batch_size={t.batch_size}")
-    scaler = data_scaler(cfg, dataset)  # per-bin standardisation of the diffusion state (or None)
     loader = make_loader(dataset, micro, shuffle=True, seed=cfg.seed, num_workers=t.num_workers,
                          distributed=world > 1, rank=rank, world_size=world, pin_memory=device.type == "cuda")
 
@@ -291,13 +290,6 @@ def train(cfg) -> dict:
     step, position, nonfinite, skipped, last_loss = 0, None, 0, 0, float("nan")
     state, path = resume_state(ckpt_dir, world, main)
     if state is not None:
-        saved = (state.get("config") or {}).get("diffusion") or {}
-        if scaler is not None and saved.get("data_mean") is not None:
-            # the statistics the run started with, even if the data folder changed since
-            from audiodiff.diffusion.scaling import DataScaler
-
-            scaler = DataScaler(saved["data_mean"], saved["data_std"])
-            _store_scaler(cfg, scaler)
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -310,6 +302,11 @@ def train(cfg) -> dict:
             log.info("resuming from %s (step %d)", path, step)
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    # per-bin standardisation of the diffusion state (or None): a resumed run keeps its own statistics
+    saved = ((state or {}).get("config") or {}).get("diffusion") or {}
+    scaler = data_scaler(cfg, dataset, saved if saved.get("data_mean") is not None else None)
+    if scaler is not None:
+        scaler.to(device)
     if main:
         OmegaConf.save(cfg, run_dir / "config.yaml")
     saved_step = step if state is not None else None
@@ -459,10 +456,11 @@ def train(cfg) -> dict:
             "skipped_steps": skipped}
 
 
-def data_scaler(cfg, dataset):
-    """The DataScaler of diffusion.standardize (None when off): diffusion.data_mean/data_std when the
-    config gives them, else the training set's per-bin statistics, written into cfg so that config.yaml
-    and every checkpoint carry them to the pipeline."""
+def data_scaler(cfg, dataset, saved: dict | None = None):
+    """The DataScaler of diffusion.standardize (None when off): a resumed run's own statistics (`saved`,
+    its checkpoint's diffusion config, even if the data folder changed since), else diffusion.data_mean/
+    data_std when the config gives them, else the training set's per-bin statistics. Written into cfg so
+    that config.yaml and every checkpoint carry them to the pipeline."""
     from omegaconf import OmegaConf
 
     from audiodiff.data import bin_statistics
@@ -476,7 +474,9 @@ def data_scaler(cfg, dataset):
                              "diffusion.standardize=true to use them, or drop them")
         return None
     try:
-        if given:
+        if saved is not None:
+            scaler = DataScaler.from_config(saved, dataset.n_mels)
+        elif given:
             scaler = DataScaler.from_config(OmegaConf.to_container(d), dataset.n_mels)
         else:
             scaler = DataScaler(*bin_statistics(dataset))

@@ -110,3 +110,18 @@ def test_model_with_broken_statistics_is_a_one_line_load_error(tmp_path):
     with pytest.raises(ModelLoadError, match="one value per mel bin") as e:
         AudioDiffusionPipeline.from_pretrained(tmp_path / "model", device="cpu")
     assert "\n" not in str(e.value)
+
+
+def test_a_constant_bin_gets_the_minimum_std_not_zero():
+    from types import SimpleNamespace
+
+    from audiodiff.diffusion.scaling import MIN_STD
+
+    frames = torch.randn(10, 4)
+    frames[:, 2] = -1.0  # a bin that never changes (band-limited audio)
+    stub = SimpleNamespace(entries=[{"num_frames": 10}], n_mels=4, dir="stub",
+                           _frames=lambda clip, start, stop: frames[start:stop])
+    mean, std = bin_statistics(stub)
+    assert std[2] == pytest.approx(MIN_STD) and mean[2] == pytest.approx(-1.0)
+    assert torch.allclose(std[[0, 1, 3]], frames[:, [0, 1, 3]].std(0, unbiased=False), atol=1e-6)
+    DataScaler(mean, std)  # usable: no division by zero, no "data_std > 0" error

@@ -11,13 +11,12 @@ where nothing is left of the data.
 Measured on digits_cpu (1D U-Net, 2.2 M params, CPU, same data): eps-prediction nets made noise,
 on raw mels (FID 1,168 on classifier features after 6,000 steps, every clip classified as one
 digit) and on standardised mels alike (FID 4,700-10,000 after 1,500-3,000 steps, mels scored
-directly). At t = 999,
-where returning the input gives eps MSE 4e-5, their error was 0.013-0.05 (one net had shrunk its
-output by 5%), and the clean estimate multiplies that error by 1 / sqrt(alpha_bar) ~ 160. v on
-raw mels failed too; v on standardised mels gave speech-shaped digits after 1,500 steps (FID 93,
-mels scored directly) and, after 20,000, 99.6% digit accuracy and FID 11.2 (egs/digits/README.md). v-prediction on
-unit-variance data is EDM's preconditioning, so the net never has to learn the identity at
-high noise.
+directly). At t = 999, where returning the input gives eps MSE 4e-5, their error was 0.013-0.05
+(one net had shrunk its output by 5%), and the clean estimate multiplies that error by
+1 / sqrt(alpha_bar) ~ 160. v on raw mels failed too; v on standardised mels gave speech-shaped
+digits after 1,500 steps (FID 93, mels scored directly) and, after 20,000, 99.6% digit accuracy
+and FID 11.2 (egs/digits/README.md). v-prediction on unit-variance data is EDM's
+preconditioning, so the net never has to learn the identity at high noise.
 
 The statistics are computed once from the training set (audiodiff.data.bin_statistics), stored
 in the model config (diffusion.data_mean / data_std, plain lists) and applied by the training
@@ -29,7 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
-MIN_STD = 1e-3  # a bin that never changes (digital silence) is not divided by ~0
+MIN_STD = 1e-3  # floor of the fitted std (data.bin_statistics): a constant bin is not divided by ~0
 
 
 class DataScaler:
