@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -222,6 +221,7 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
                   mpd_periods: Sequence[int] = (2, 3, 5, 7, 11), msd_scales: int = 3,
                   discriminator_channel_scale: float = 1.0, peak: float | None = 0.95,
                   in_memory: bool = False, num_workers: int = 0, device=None, seed: int = 1234,
+                  discriminator_warmup_steps: int = 0,
                   log_every: int = 100, checkpoint_every: int = 5000, valid_every: int = 1000,
                   num_valid_clips: int = 4, keep_checkpoints: int = 2, resume: bool = True,
                   tensorboard: bool = True, max_nonfinite: int = 10) -> dict:
@@ -230,7 +230,11 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
     data / valid_data: a prepared folder (audiodiff.prepare), an audio folder, a .jsonl or
     wav.scp manifest, one file or a list of files (split / valid_split filter manifests).
     generator: "v1" | "v2" | "v3" or a dict of HiFiGANGenerator kwargs (tiny ones for tests).
-    discriminator_channel_scale shrinks MPD/MSD widths (1.0 is the paper's). Stops after
+    discriminator_channel_scale shrinks MPD/MSD widths (1.0 is the paper's).
+    discriminator_warmup_steps: for the first steps train the discriminators alone, the
+    generator frozen; a fine-tune whose discriminators start from scratch (the released
+    HiFi-GAN weights hold only the generator) then does not let untrained discriminators
+    push the pretrained generator around. Stops after
     max_steps optimizer steps or max_epochs epochs, whichever comes first. Returns a summary
     dict (step, last losses, checkpoint and generator paths).
     """
@@ -240,6 +244,8 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
     resolved["audio_config"] = config.to_dict()
     if max_steps is None and max_epochs is None:
         raise ValueError("set max_steps or max_epochs, or training never stops")
+    if discriminator_warmup_steps < 0:
+        raise ValueError(f"discriminator_warmup_steps={discriminator_warmup_steps} must be 0 or more")
     if segment_size % config.hop_length:
         raise ValueError(f"segment_size={segment_size} must be a multiple of hop_length={config.hop_length} "
                          f"(e.g. {max(1, round(segment_size / config.hop_length)) * config.hop_length})")
@@ -337,17 +343,20 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
             next_position, y = next(data_iter)
             if next_position["epoch"] > epoch:  # x0.999 learning rate per epoch (paper section 4)
                 for _ in range(next_position["epoch"] - epoch):
-                    sched_g.step()
+                    if step >= discriminator_warmup_steps:  # the generator's decay counts its own epochs
+                        sched_g.step()
                     sched_d.step()
                 epoch = next_position["epoch"]
                 if done():
                     break
             position = next_position  # saved with the weights that this batch updates
             y = y.to(device, non_blocking=True)  # [B, S]
+            warmup = step < discriminator_warmup_steps  # discriminators only, generator frozen
             with torch.no_grad():
                 log_mel = mel_spec.denormalize(mel_spec(y))  # [B, n_mels, S / hop + 1]
                 y_mel = loss_mel.log_mel(y)  # [B, n_mels, S / hop + 1], full band
-            y_hat = align_to_centred_mel(G(log_mel), hop, y.shape[-1])  # [B, S]
+            with torch.set_grad_enabled(not warmup):
+                y_hat = align_to_centred_mel(G(log_mel), hop, y.shape[-1])  # [B, S]
 
             # Discriminator step: LSGAN (paper eq. 1) on MPD and MSD.
             optim_d.zero_grad(set_to_none=True)
@@ -358,18 +367,27 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
                 loss_d.backward()
                 optim_d.step()
 
-            # Generator step: LSGAN + feature matching + mel L1 (paper eq. 5), updated D.
+            # Generator step: LSGAN + feature matching + mel L1 (paper eq. 5), updated D. The
+            # discriminators' weights take no gradient here (the reference computes it and throws
+            # it away): the real branch then builds no graph and the fake one only d/d(y_hat).
             optim_g.zero_grad(set_to_none=True)
-            loss_mel_value = mel_l1_loss(y_mel, loss_mel.log_mel(y_hat), mel_loss_weight)
-            _, f_p, fm_rp, fm_fp = mpd(y, y_hat)
-            _, f_s, fm_rs, fm_fs = msd(y, y_hat)
-            loss_adv = generator_adversarial_loss(f_p) + generator_adversarial_loss(f_s)
-            loss_fm = (feature_matching_loss(fm_rp, fm_fp, feature_loss_weight)
-                       + feature_matching_loss(fm_rs, fm_fs, feature_loss_weight))
-            loss_g = loss_adv + loss_fm + loss_mel_value
+            discriminators = [*mpd.parameters(), *msd.parameters()]
+            for p in discriminators:
+                p.requires_grad_(False)
+            with torch.set_grad_enabled(not warmup):
+                loss_mel_value = mel_l1_loss(y_mel, loss_mel.log_mel(y_hat), mel_loss_weight)
+                _, f_p, fm_rp, fm_fp = mpd(y, y_hat)
+                _, f_s, fm_rs, fm_fs = msd(y, y_hat)
+                loss_adv = generator_adversarial_loss(f_p) + generator_adversarial_loss(f_s)
+                loss_fm = (feature_matching_loss(fm_rp, fm_fp, feature_loss_weight)
+                           + feature_matching_loss(fm_rs, fm_fs, feature_loss_weight))
+                loss_g = loss_adv + loss_fm + loss_mel_value
+            for p in discriminators:
+                p.requires_grad_(True)
             if torch.isfinite(loss_g) and torch.isfinite(loss_d):
-                loss_g.backward()
-                optim_g.step()
+                if not warmup:
+                    loss_g.backward()
+                    optim_g.step()
                 nonfinite = 0
             else:
                 nonfinite += 1

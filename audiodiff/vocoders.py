@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from .audio import AudioConfig, MelSpec
 from .checkpoint import safe_load
-from .nets.hifigan import GENERATOR_VERSIONS, HiFiGANGenerator, load_generator_state_dict
+from .nets.hifigan import HiFiGANGenerator, load_generator_state_dict
 
 PRETRAINED_HIFIGAN = ("universal", "ljspeech")
 INSTALL_HINT = 'pip install -e ".[hifigan]"'

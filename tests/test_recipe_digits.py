@@ -36,3 +36,13 @@ def test_digits_smoke_end_to_end(tmp_path):
     ckpts = sorted((tmp_path / "exp/smoke/checkpoints").glob("step_*.pt"))
     assert ckpts and ckpts[-1].name == "step_00000300.pt"
     assert elapsed < 600, f"smoke run took {elapsed:.0f} s"
+
+    # Stage 3 on the same work folder: the vocoder fine-tune, scored on the held-out split as it goes.
+    r = subprocess.run(["bash", str(ROOT / "egs/digits/run.sh"), "--smoke", "--finetune-vocoder", "--stage", "3",
+                        "--stop-stage", "3"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    vocoder = tmp_path / "exp/smoke/vocoder"
+    assert (vocoder / "generator.pt").is_file()
+    metrics = [json.loads(line) for line in (vocoder / "vocoder_metrics.jsonl").read_text().splitlines()]
+    valid = [m for m in metrics if "valid_mel_l1" in m]
+    assert valid and all(np.isfinite(m["valid_mel_l1"]) and np.isfinite(m["valid_mr_stft"]) for m in valid)

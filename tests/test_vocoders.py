@@ -273,23 +273,52 @@ def test_universal_hifigan_beats_griffinlim_on_speech(universal, speech):
 
 # --------------------------------------------------------------------------- training
 
-def _train(run_dir, data, max_steps):
+def _train(run_dir, data, max_steps, **kwargs):
     from audiodiff.train_vocoder import train_vocoder
 
     return train_vocoder(run_dir, data, generator=TINY_G, segment_size=1024, batch_size=2, max_steps=max_steps,
                          mpd_periods=(2, 3), msd_scales=2, discriminator_channel_scale=1 / 32, in_memory=True,
-                         log_every=1, checkpoint_every=2, tensorboard=False, device="cpu", seed=7)
+                         log_every=1, checkpoint_every=2, tensorboard=False, device="cpu", seed=7, **kwargs)
+
+
+def _clips(folder, n=3):
+    import soundfile as sf
+
+    folder.mkdir()
+    for i in range(n):
+        sf.write(folder / f"{i}.wav", _harmonic(0.3, f0=150 + 40 * i, seed=i).numpy(), 22050)
+    return folder
+
+
+def test_discriminator_warmup_leaves_the_generator_alone(tmp_path):
+    """A fine-tune with fresh discriminators first trains them alone: the generator's weights do not move."""
+    from audiodiff.train_vocoder import _build_generator
+
+    clips = _clips(tmp_path / "clips")
+    warm = _train(tmp_path / "warm", clips, 2, discriminator_warmup_steps=2)
+    plain = _train(tmp_path / "plain", clips, 2)
+    # train_vocoder seeds, then builds G, MPD and MSD in this order: rebuild their initial weights.
+    torch.manual_seed(7)
+    initial = {"generator": _build_generator(TINY_G, 80).state_dict(),
+               "mpd": MultiPeriodDiscriminator((2, 3), channel_scale=1 / 32).state_dict(),
+               "msd": MultiScaleDiscriminator(2, channel_scale=1 / 32).state_dict()}
+    w = torch.load(warm["checkpoint"], weights_only=True)
+    p = torch.load(plain["checkpoint"], weights_only=True)
+    assert w["generator"].keys() == initial["generator"].keys()
+    for key, value in w["generator"].items():
+        torch.testing.assert_close(value, initial["generator"][key], rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(v, initial["generator"][k]) for k, v in p["generator"].items())
+    for part in ("mpd", "msd"):  # the discriminators trained in both runs
+        assert any(not torch.equal(v, initial[part][k]) for k, v in w[part].items()), part
+    assert all(math.isfinite(v) for v in warm["losses"].values())
+    with pytest.raises(ValueError, match="discriminator_warmup_steps=-1"):
+        _train(tmp_path / "bad", clips, 1, discriminator_warmup_steps=-1)
 
 
 def test_train_vocoder_checkpoints_and_resumes(tmp_path):
-    import soundfile as sf
-
     from audiodiff.checkpoint import list_checkpoints
 
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    for i in range(3):  # 3 files, batch 2: one batch per epoch, so the LR decays every step
-        sf.write(clips / f"{i}.wav", _harmonic(0.3, f0=150 + 40 * i, seed=i).numpy(), 22050)
+    clips = _clips(tmp_path / "clips")  # 3 files, batch 2: one batch per epoch, so the LR decays every step
 
     straight = _train(tmp_path / "straight", clips, 3)
     assert straight["step"] == 3 and all(math.isfinite(v) for v in straight["losses"].values())

@@ -154,6 +154,8 @@ def per_sample_noise(generators: list[torch.Generator], like: torch.Tensor) -> C
                          f"pass one generator per sample.")
 
     def noise(i: int) -> torch.Tensor:
+        # non_blocking: a CPU -> CUDA copy from pageable memory is staged at once, with no wait for
+        # the GPU's queue (a plain .to() would sync the host on every step)
         return torch.stack([torch.randn(like.shape[1:], generator=g, device=g.device, dtype=torch.float32)
-                            for g in generators]).to(like.device)
+                            for g in generators]).to(like.device, non_blocking=True)
     return noise

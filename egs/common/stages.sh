@@ -60,9 +60,11 @@ train_model() {
 }
 
 train_vocoder() {
+  local valid=()
+  [ ! -f "$1/valid/manifest.jsonl" ] || valid=("vocoder_train.valid_data=$1/valid")
   log "stage 3: fine-tune HiFi-GAN on $1/train -> $2/vocoder"
   python -m audiodiff.train task=vocoder "+experiment=$experiment" "data.dir=$1/train" "run_dir=$2/vocoder" \
-    "${overrides[@]}"
+    "${valid[@]}" "${overrides[@]}"
 }
 
 generate_clips() {
