@@ -205,11 +205,11 @@ def _storage_key(tensors) -> tuple:
 
 def graphed_eps_fn(cache: OrderedDict, net, schedule, prediction: str, x_like: torch.Tensor,
                    labels: torch.Tensor | None, guidance_scale: float, null_label: int | None,
-                   bf16: bool, mode: str = "graph") -> Callable:
+                   bf16: bool, mode: str = "graph", guidance_interval: tuple[float, float] | None = None) -> Callable:
     """A cached DenoiserGraph of the pipeline's eps_fn for this request (see the module docstring).
 
     cache: the pipeline's OrderedDict of graphs. The key holds everything a graph bakes in: the
-    batch shape, labels present or not, the guidance scale, the precision, the prediction type and
+    batch shape, labels present or not, the guidance scale and interval, the precision, the prediction type and
     the addresses of the weights and schedule tables (moving or replacing them captures anew;
     updating them in place is seen by the graph). Label values are copied in per call.
     """
@@ -219,7 +219,7 @@ def graphed_eps_fn(cache: OrderedDict, net, schedule, prediction: str, x_like: t
         raise ValueError(f"graphed_eps_fn: mode={mode!r} must be graph or compile")
     tables = [v for v in vars(schedule).values() if isinstance(v, torch.Tensor)]
     key = (tuple(x_like.shape), x_like.dtype, str(x_like.device), None if labels is None else tuple(labels.shape),
-           float(guidance_scale), null_label, prediction, bool(bf16), mode, id(net),
+           float(guidance_scale), guidance_interval, null_label, prediction, bool(bf16), mode, id(net),
            _storage_key(net.parameters()), _storage_key(net.buffers()), _storage_key(tables))
     entry = cache.get(key)
     if entry is None:
@@ -229,7 +229,7 @@ def graphed_eps_fn(cache: OrderedDict, net, schedule, prediction: str, x_like: t
             runner = compiled
         static_labels = None if labels is None else labels.clone()
         eps_fn = make_eps_fn(runner, schedule, prediction, labels=static_labels, guidance_scale=guidance_scale,
-                             null_label=null_label)
+                             null_label=null_label, guidance_interval=guidance_interval)
         if bf16:
             eps_fn = bf16_eps_fn(eps_fn, x_like.device.type)
         try:

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class label(s) of a class-conditional model: repeat or comma-separate; "
                         "clips cycle through them")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                   help="guide only at noise levels sigma in (LO, HI], e.g. 2,inf (default: every step)")
     p.add_argument("--seconds", type=str, default=None, help="clip length (default: the training segment)")
     p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
@@ -186,6 +188,8 @@ def regenerate_command(model: Path, record: dict, device: str) -> str:
         parts += ["--label", str(record["label"])]
     if record["guidance"] != 1.0:
         parts += ["--guidance", repr(record["guidance"])]
+    if record.get("guidance_interval") is not None:
+        parts += ["--guidance-interval", ",".join(repr(v) for v in record["guidance_interval"])]
     if record["seconds"] is not None:
         parts += ["--seconds", repr(record["seconds"])]
     if record["eta"]:
@@ -243,8 +247,10 @@ def generate(args: argparse.Namespace) -> str:
     try:
         spec = read_model_config(model)
         clip_labels = None if labels is None else [labels[i % len(labels)] for i in range(args.num)]
-        spec.check_request(batch_size=args.num, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                           labels=clip_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta)
+        interval = None if args.guidance_interval is None else tuple(args.guidance_interval.split(","))
+        interval = spec.check_request(batch_size=args.num, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                                      labels=clip_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta,
+                                      guidance_interval=interval)["guidance_interval"]
     except ValueError as e:  # ModelLoadError included
         raise UsageError(_flag_names(str(e))) from None
     if args.vocoder not in VOCODER_CHOICES and not Path(args.vocoder).exists():
@@ -277,7 +283,8 @@ def generate(args: argparse.Namespace) -> str:
             batch_labels = None if clip_labels is None else clip_labels[first:first + n]
             result = pipe(batch_size=n, steps=args.steps, sampler=args.sampler, seed=args.seed + first,
                           labels=batch_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta,
-                          progress=not args.quiet, return_mel=True, precision=args.precision)
+                          progress=not args.quiet, return_mel=True, precision=args.precision,
+                          guidance_interval=interval)
             for j in range(n):
                 i = first + j
                 name = f"clip_{i:04d}"
@@ -294,6 +301,7 @@ def generate(args: argparse.Namespace) -> str:
                     "step": pipe.config.get("step"), "sampler": args.sampler, "steps": args.steps,
                     "seed": result.seeds[j], "label": None if batch_labels is None else batch_labels[j],
                     "guidance": float(args.guidance), "eta": float(args.eta), "seconds": seconds,
+                    "guidance_interval": None if interval is None else list(interval),
                     "duration": duration, "num_frames": int(result.mel.shape[-1]), "vocoder": vocoder,
                     "sample_rate": result.sample_rate, "device": device.type, "precision": args.precision,
                     "audiodiff_version": audiodiff.__version__,
@@ -327,7 +335,7 @@ def generate(args: argparse.Namespace) -> str:
 
 def _flag_names(message: str) -> str:
     """Pipeline messages name keyword arguments; on the command line say the flag."""
-    for kwarg, flag in (("guidance_scale=", "--guidance "), ("steps=", "--steps "), ("sampler=", "--sampler "),
+    for kwarg, flag in (("guidance_interval=", "--guidance-interval "), ("guidance_scale=", "--guidance "), ("steps=", "--steps "), ("sampler=", "--sampler "),
                         ("seconds=", "--seconds "), ("eta=", "--eta "), ("seed=", "--seed "),
                         ("batch_size=", "--num ")):
         message = message.replace(kwarg, flag)

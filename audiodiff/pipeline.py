@@ -254,11 +254,14 @@ def _as_int(value, name: str) -> int:
 
 def check_request(num_classes: int, num_steps: int, audio_config: AudioConfig, segment_frames: int, *,
                   batch_size: int = 1, steps: int = 25, sampler: str = "dpmpp", seed: int = 0, labels=None,
-                  guidance_scale: float = 1.0, seconds: float | None = None, eta: float = 0.0) -> dict:
-    """Validate a sampling request against a model; returns {"labels": list | None, "num_frames": int}.
+                  guidance_scale: float = 1.0, seconds: float | None = None, eta: float = 0.0,
+                  guidance_interval=None) -> dict:
+    """Validate a sampling request against a model; returns {"labels": list | None, "num_frames": int,
+    "guidance_interval": (low, high) | None}.
 
     Every mistake raises ValueError naming the bad value and the valid choices, before any sampling.
     """
+    from audiodiff.diffusion.guidance import check_guidance_interval
     from audiodiff.diffusion.samplers import SAMPLERS
 
     batch_size = _as_int(batch_size, "batch_size")
@@ -280,6 +283,7 @@ def check_request(num_classes: int, num_steps: int, audio_config: AudioConfig, s
     guidance_scale = float(guidance_scale)
     if not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale={guidance_scale} must be a finite number (1.0 = no guidance)")
+    guidance_interval = check_guidance_interval(guidance_interval)
 
     if labels is not None:
         if num_classes == 0:
@@ -319,7 +323,7 @@ def check_request(num_classes: int, num_steps: int, audio_config: AudioConfig, s
         if num_frames < 2:
             raise ValueError(f"seconds={seconds} is shorter than two mel frames "
                              f"({2 * audio_config.hop_length / audio_config.sample_rate:.4f} s)")
-    return {"labels": labels, "num_frames": num_frames}
+    return {"labels": labels, "num_frames": num_frames, "guidance_interval": guidance_interval}
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -568,8 +572,12 @@ class AudioDiffusionPipeline:
     @torch.inference_mode()
     def sample_mel(self, batch_size: int = 1, steps: int = 25, sampler: str = "dpmpp", seed: int = 0, labels=None,
                    guidance_scale: float = 1.0, seconds: float | None = None, eta: float = 0.0,
-                   progress: bool = True, precision: str = "auto", clip: bool = True) -> torch.Tensor:
+                   progress: bool = True, precision: str = "auto", clip: bool = True,
+                   guidance_interval=None) -> torch.Tensor:
         """Sample normalised mels [B, n_mels, F] (float32, on the pipeline's device); no vocoder.
+
+        guidance_interval: (sigma_low, sigma_high): guidance only at noise levels sigma in that range,
+            the conditional model alone elsewhere (guidance.classifier_free_guidance); None: every step.
 
         clip: keep the clean estimate in the data range of the audio config's normalisation at every
             step (static thresholding, guidance.clip_x0) and clamp the result to it.
@@ -581,7 +589,9 @@ class AudioDiffusionPipeline:
         from audiodiff.diffusion.samplers import get_sampler, per_sample_noise
 
         request = self.check_request(batch_size=batch_size, steps=steps, sampler=sampler, seed=seed, labels=labels,
-                                     guidance_scale=guidance_scale, seconds=seconds, eta=eta)
+                                     guidance_scale=guidance_scale, seconds=seconds, eta=eta,
+                                     guidance_interval=guidance_interval)
+        interval = request["guidance_interval"]
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
         device = self.device
@@ -596,10 +606,12 @@ class AudioDiffusionPipeline:
         if mode != "eager":  # CUDA: the denoiser step replayed from a captured graph (audiodiff.fast)
             fast.prepare_net(self.net, device)
             eps_fn = fast.graphed_eps_fn(self._graphs, self.net, self.schedule, self.prediction, x_T, label_tensor,
-                                         float(guidance_scale), self.num_classes, use_bf16, mode)
+                                         float(guidance_scale), self.num_classes, use_bf16, mode,
+                                         guidance_interval=interval)
         else:
             eps_fn = make_eps_fn(self.net, self.schedule, self.prediction, labels=label_tensor,
-                                 guidance_scale=float(guidance_scale), null_label=self.num_classes)
+                                 guidance_scale=float(guidance_scale), null_label=self.num_classes,
+                                 guidance_interval=interval)
             if use_bf16:  # autocast at the network boundary only; the sampler stays float32
                 eps_fn = fast.bf16_eps_fn(eps_fn, device.type)
         low, high = self.data_range()
@@ -652,19 +664,21 @@ class AudioDiffusionPipeline:
 
     def __call__(self, batch_size: int = 1, steps: int = 25, sampler: str = "dpmpp", seed: int = 0, labels=None,
                  guidance_scale: float = 1.0, seconds: float | None = None, eta: float = 0.0, progress: bool = True,
-                 return_mel: bool = False, precision: str = "auto") -> AudioOutput:
+                 return_mel: bool = False, precision: str = "auto", guidance_interval=None) -> AudioOutput:
         """Generate `batch_size` clips; clip i uses seed + i (see the module docstring).
 
         steps: sampler steps (1..T). sampler: ddpm | ddim | dpmpp. labels: None, an int for every clip, or
         one int per clip (class-conditional models). guidance_scale: classifier-free guidance (1 = off).
         seconds: clip length (default: the training segment). eta: DDIM stochasticity.
+        guidance_interval: (sigma_low, sigma_high) to guide only at those noise levels (see sample_mel).
         precision: auto (bf16 autocast for the net on CUDA, float32 on CPU) | bf16 | fp32.
         """
         request = self.check_request(batch_size=batch_size, steps=steps, sampler=sampler, seed=seed, labels=labels,
-                                     guidance_scale=guidance_scale, seconds=seconds, eta=eta)
+                                     guidance_scale=guidance_scale, seconds=seconds, eta=eta,
+                                     guidance_interval=guidance_interval)
         mel = self.sample_mel(batch_size=batch_size, steps=steps, sampler=sampler, seed=seed,
                               labels=request["labels"], guidance_scale=guidance_scale, seconds=seconds, eta=eta,
-                              progress=progress, precision=precision)
+                              progress=progress, precision=precision, guidance_interval=request["guidance_interval"])
         audio = self.vocode(mel, seed=seed)  # [B, T]
         if seconds is not None:  # F frames come back as F * hop samples: trim to the length asked for
             audio = audio[:, :round(float(seconds) * self.sample_rate)]

@@ -57,7 +57,8 @@ VOCODER_NAMES = {"griffinlim": "Griffin-Lim", "hifigan": "HiFi-GAN V1 universal"
 COLUMNS = (("FID", "FID", True, ".3f"), ("IS", "IS", False, ".3f"), ("mIS", "mIS", False, ".3f"),
            ("AM", "AM", True, ".3f"), ("NDB/K", "NDB/K", True, ".3f"), ("accuracy", "accuracy", False, "%"),
            ("rtf", "RTF", False, ".2f"))
-SETTING_KEYS = ("model", "checkpoint", "step", "classifier", "reference", "test", "guidance", "seed")
+SETTING_KEYS = ("model", "checkpoint", "step", "classifier", "reference", "test", "guidance", "guidance_interval",
+                "seed")
 
 
 class TableError(Exception):
@@ -145,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None,
                    help=f"classifier-free guidance scale (default: the run's recipe.guidance, else "
                         f"{DEFAULT_GUIDANCE:g})")
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                   help="guide only at noise levels sigma in (LO, HI], e.g. 2,inf (default: every step)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0, help="clip i of a row uses seed + i; also the NDB K-means")
@@ -284,7 +287,9 @@ def format_markdown(state: dict, order: list[str] | None = None) -> str:
     """Header (hardware, date, versions, command) + one table: train, test, then the rows (in `order`
     first, then any other stored rows)."""
     s, run = state["settings"], (state["runs"][-1] if state["runs"] else {})
-    lines = [f"### Digits: {s['model']} (step {s['step']}), guidance {s['guidance']:g}", ""]
+    interval = s.get("guidance_interval")
+    within = "" if not interval else f" for sigma in ({interval[0]:g}, {interval[1]:g}]"
+    lines = [f"### Digits: {s['model']} (step {s['step']}), guidance {s['guidance']:g}{within}", ""]
     hardware_seen = sorted({r.get("hardware") for r in state["rows"].values() if r.get("hardware")})
     lines += [f"- hardware: {run.get('hardware', '?')}",
               f"- date: {run.get('date', '?')}; torch {run.get('torch', '?')}, audiodiff {run.get('audiodiff', '?')}, "
@@ -357,11 +362,19 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     if guidance is None:
         guidance = recipe_guidance(pipe.path) if num_classes else 1.0
         guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+    interval = None
+    if args.guidance_interval is not None:
+        from audiodiff.diffusion.guidance import check_guidance_interval
+        try:
+            interval = check_guidance_interval(args.guidance_interval.split(","))
+        except ValueError as e:
+            raise TableError(f"--guidance-interval {args.guidance_interval}: {e}") from None
     for sampler, steps in rows:  # a bad row or guidance: one line now, not after an hour of sampling
         n = min(args.batch_size, num_for.get((sampler, steps), args.num))
         try:
             pipe.check_request(batch_size=n, steps=steps, sampler=sampler, seed=args.seed, guidance_scale=guidance,
-                               labels=[i % num_classes for i in range(n)] if num_classes else None)
+                               labels=[i % num_classes for i in range(n)] if num_classes else None,
+                               guidance_interval=interval)
         except ValueError as e:
             raise TableError(f"--rows {sampler}:{steps}: {str(e).splitlines()[0]}") from None
     vocoder_modules = {}
@@ -375,7 +388,8 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     settings = {"model": str(Path(pipe.path).resolve()), "checkpoint": str(Path(pipe.source).resolve()),
                 "step": pipe.config.get("step"), "classifier": str(Path(info["path"]).resolve()),
                 "reference": str(args.reference.resolve()), "test": str(args.test.resolve()),
-                "guidance": float(guidance), "seed": int(args.seed)}
+                "guidance": float(guidance), "guidance_interval": None if interval is None else list(interval),
+                "seed": int(args.seed)}
     state = load_state(args.json, settings, args.restart)
     state["model_info"] = {"params": sum(p.numel() for p in pipe.net.parameters()), "num_classes": num_classes,
                            "net": type(pipe.net).__name__, "segment_frames": pipe.segment_frames,
@@ -417,7 +431,7 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
             _log(f"{sampler}:{steps}: all vocoder rows already in {args.json}, skipped")
             continue
         labels = [i % num_classes for i in range(n)] if num_classes else None
-        kw = dict(sampler=sampler, guidance_scale=guidance, progress=False)
+        kw = dict(sampler=sampler, guidance_scale=guidance, guidance_interval=interval, progress=False)
         # Untimed warm-up at the first batch's shape: lazy imports, kernels, the CUDA graph capture.
         b0 = min(args.batch_size, n)
         pipe.sample_mel(batch_size=b0, steps=min(2, steps), seed=args.seed,

@@ -200,6 +200,39 @@ def test_guidance_is_one_batched_call_per_step():
     assert model.calls == 7 and model.batch_sizes == [4] * 7
 
 
+def test_guidance_interval_guides_only_inside_its_noise_levels():
+    """(sigma_low, sigma_high]: the guided combination where sigma(t) is inside, the conditional
+    model alone outside, chosen per sample from t; (0, inf) is plain guidance."""
+    s = NoiseSchedule()
+    sigma = ((1 - s.alpha_bar) / s.alpha_bar).sqrt()
+    labels, null = torch.tensor([1, 2, 3]), 7
+    x = torch.randn(3, 8)
+    t = torch.tensor([999, 500, 5])  # high, middle and low noise
+    assert sigma[999] > 10 and 0.5 < sigma[500] < 10 and sigma[5] < 0.5
+    model = _CountingModel()
+    cond = 0.1 * x + labels.float().view(-1, 1)
+    guided = 0.1 * x + 7.0 + 3.0 * (cond - (0.1 * x + 7.0))
+    plain = classifier_free_guidance(model, labels, null, 3.0)(x, t)
+    torch.testing.assert_close(classifier_free_guidance(model, labels, null, 3.0, (0, float("inf")), s)(x, t), plain)
+    out = classifier_free_guidance(model, labels, null, 3.0, (0.5, 10.0), s)(x, t)
+    torch.testing.assert_close(out[1], guided[1])  # inside
+    torch.testing.assert_close(out[[0, 2]], cond[[0, 2]])  # outside: conditional alone
+    high = classifier_free_guidance(model, labels, null, 3.0, (float(sigma[500]), float("inf")), s)(x, t)
+    torch.testing.assert_close(high[0], guided[0])
+    torch.testing.assert_close(high[1:], cond[1:])  # the bound itself is outside: (low, high]
+
+
+@pytest.mark.parametrize("interval", [(2,), (3, 1), (-1, 2), ("a", 2), (float("nan"), 1), 5])
+def test_guidance_interval_errors_name_the_value(interval):
+    from audiodiff.diffusion.guidance import check_guidance_interval
+
+    with pytest.raises(ValueError, match="guidance_interval") as e:
+        check_guidance_interval(interval)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="schedule"):
+        classifier_free_guidance(_CountingModel(), torch.tensor([1]), 0, 2.0, (1, 2))
+
+
 def test_make_eps_fn_casts_at_the_net_boundary_and_binds_labels():
     s = NoiseSchedule()
 

@@ -151,6 +151,7 @@ def test_stopped_run_keeps_finished_rows(run_dir, tones, tmp_path, monkeypatch, 
     (["--num-for", "ddpm:1000=8"], "not in --rows"),
     (["--vocoders", "wavenet"], "not known"),
     (["--finetuned", "/nonexistent/vocoder"], "does not exist"),
+    (["--guidance-interval", "3,1"], "--guidance-interval 3,1: guidance_interval=(3, 1) must have"),
 ])
 def test_bad_arguments_are_one_line(bad, message, run_dir, tones, tmp_path, capsys):  # noqa: F811
     assert dt.main(args_for(run_dir, tones, tmp_path) + bad) == 2

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -119,6 +120,8 @@ def test_overwrite_only_replaces_generate_output(tmp_path, uncond_run, capsys):
     (["--label", "a"], "not an integer"),
     (["--device", "tpu"], "tpu"),
     (["--eta", "0.5"], "ddim"),
+    (["--guidance-interval", "5,1"], "--guidance-interval (5, 1) must have 0 <= sigma_low < sigma_high"),
+    (["--guidance-interval", "2"], "--guidance-interval ('2',) must be two numbers"),
 ])
 def test_bad_arguments_exit_2_and_write_nothing(tmp_path, uncond_run, capsys, args, expect):
     out = tmp_path / "clips"
@@ -126,6 +129,27 @@ def test_bad_arguments_exit_2_and_write_nothing(tmp_path, uncond_run, capsys, ar
     err = capsys.readouterr().err.strip()
     assert rc == 2 and expect in err and len(err.splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_guidance_interval_is_recorded_and_regenerates(tmp_path, cond_run):
+    out = tmp_path / "clips"
+    assert main(["--out", str(out), "--model", str(cond_run), "--num", "2", "--label", "1", "--guidance", "3",
+                 "--guidance-interval", "2,inf", *FAST]) == 0
+    rec = records(out)[1]
+    assert rec["guidance_interval"] == [2.0, float("inf")]
+    assert "--guidance-interval 2.0,inf" in rec["command"]
+    again = tmp_path / "again"
+    args = shlex.split(rec["command"])[3:]
+    args[args.index("--out") + 1] = str(again)
+    assert main(args + ["--quiet"]) == 0
+    plain = tmp_path / "plain"  # the same clip guided at every step
+    assert main(["--out", str(plain), "--model", str(cond_run), "--num", "2", "--label", "1", "--guidance", "3",
+                 *FAST]) == 0
+    a, _ = sf.read(out / "clip_0001.wav")
+    b, _ = sf.read(again / "clip_0000.wav")
+    c, _ = sf.read(plain / "clip_0001.wav")
+    spec = lambda x: np.abs(np.fft.rfft(x.reshape(-1, 256), axis=1))  # noqa: E731
+    assert np.abs(spec(a) - spec(b)).mean() < 0.05 * np.abs(spec(a) - spec(c)).mean()
 
 
 def test_bad_model_and_label_range_exit_2(tmp_path, cond_run, capsys):

@@ -363,6 +363,22 @@ def test_labels_and_guidance_steer_the_conditional_model(cond_pipe):
     assert torch.allclose(alone.mel[0], c.mel[1], atol=1e-4)
 
 
+def test_guidance_interval_in_the_pipeline(cond_pipe):
+    kw = dict(batch_size=2, steps=4, seed=0, labels=[0, 1], progress=False, return_mel=True)
+    guided = cond_pipe(guidance_scale=3.0, **kw)
+    everywhere = cond_pipe(guidance_scale=3.0, guidance_interval=(0, float("inf")), **kw)
+    nowhere = cond_pipe(guidance_scale=3.0, guidance_interval=(1e6, float("inf")), **kw)  # above every sigma
+    conditional = cond_pipe(guidance_scale=1.0, **kw)
+    torch.testing.assert_close(everywhere.mel, guided.mel)
+    torch.testing.assert_close(nowhere.mel, conditional.mel)
+    part = cond_pipe(guidance_scale=3.0, guidance_interval=(2.0, float("inf")), **kw)
+    assert not torch.allclose(part.mel, guided.mel, atol=1e-4) and not torch.allclose(part.mel, conditional.mel,
+                                                                                          atol=1e-4)
+    with pytest.raises(ValueError) as e:
+        cond_pipe(guidance_scale=3.0, guidance_interval=(5, 1), **kw)
+    assert "guidance_interval=(5, 1)" in one_line(e)
+
+
 # --------------------------------------------------------------------------- vocoders
 
 def test_vocoder_audio_config_mismatch_names_both_values(pipe, uncond_run):

@@ -7,6 +7,7 @@ classifier_free_guidance wraps a model_fn into an eps_fn; guidance is a wrapper,
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -39,36 +40,81 @@ def model_eps_fn(net, schedule: NoiseSchedule, prediction: str = "eps") -> Calla
     return model_fn
 
 
-def classifier_free_guidance(model_fn: Callable, labels: torch.Tensor, null_label: int, scale: float) -> Callable:
+def check_guidance_interval(interval) -> tuple[float, float] | None:
+    """(sigma_low, sigma_high) as two floats with 0 <= low < high (high may be inf), or None.
+
+    A ValueError names the bad value; the pipeline, generate and the benchmarks all check here.
+    """
+    if interval is None:
+        return None
+    try:
+        low, high = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_interval={interval!r} must be two numbers (sigma_low, sigma_high), "
+                         "e.g. (2, inf)") from None
+    if not (low >= 0 and high > low) or math.isnan(low) or math.isnan(high):
+        raise ValueError(f"guidance_interval=({low:g}, {high:g}) must have 0 <= sigma_low < sigma_high "
+                         "(sigma_high may be inf)")
+    return low, high
+
+
+def guidance_weights(schedule: NoiseSchedule, t: torch.Tensor, scale: float,
+                     interval: tuple[float, float]) -> torch.Tensor:
+    """Per-sample guidance scale [B]: `scale` where sigma(t) = sqrt((1 - ab) / ab) is in (low, high],
+    1 (the conditional model alone) elsewhere. Computed on t's device, no host sync."""
+    ab = schedule.alpha_bar_at(t).float()
+    sigma = ((1 - ab) / ab).sqrt()
+    inside = (sigma > interval[0]) & (sigma <= interval[1])
+    return torch.where(inside, torch.full_like(sigma, scale), torch.ones_like(sigma))
+
+
+def classifier_free_guidance(model_fn: Callable, labels: torch.Tensor, null_label: int, scale: float,
+                             interval: tuple[float, float] | None = None,
+                             schedule: NoiseSchedule | None = None) -> Callable:
     """eps_fn(x_t, t) = eps_u + scale (eps_c - eps_u) (Ho & Salimans 2022, eq. 6 with w = scale - 1).
 
     model_fn(x_t, t, labels) -> eps is the network-level function (model_eps_fn). Conditional and
     unconditional (labels = null_label) are evaluated in ONE batched call of size 2B. scale=1 is the
     conditional model alone and skips the unconditional half; scale=0 is the unconditional model.
     Combining in eps space equals combining in v or x0 space: to_eps is affine in the output.
+
+    interval=(sigma_low, sigma_high) with `schedule`: guidance only where the noise level
+    sigma = sqrt((1 - ab) / ab) is in (sigma_low, sigma_high], the conditional model alone elsewhere
+    (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"). Guidance at low noise adds
+    little class information and mostly oversaturates; on digits_cpu (2, inf] lowered FID from
+    14.3 to 13.2 at the same accuracy (egs/digits/README.md). Chosen per sample from t, so a
+    CUDA graph of this step stays valid for every step.
     """
     if scale == 1.0:
         return lambda x, t: model_fn(x, t, labels)
+    interval = check_guidance_interval(interval)
+    if interval is not None and schedule is None:
+        raise ValueError("classifier_free_guidance: an interval needs the schedule (sigma of each t)")
     null = torch.full_like(labels, null_label)  # [B]
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = model_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))  # [2B, ...]
         eps_c, eps_u = eps.chunk(2)
-        return eps_u + scale * (eps_c - eps_u)
+        if interval is None:
+            return eps_u + scale * (eps_c - eps_u)
+        w = _expand(guidance_weights(schedule, t, scale, interval).to(eps.device), eps_c)  # [B, 1, ...]
+        return eps_u + w * (eps_c - eps_u)
     return eps_fn
 
 
 def make_eps_fn(net, schedule: NoiseSchedule, prediction: str = "eps", labels: torch.Tensor | None = None,
-                guidance_scale: float = 1.0, null_label: int | None = None) -> Callable:
+                guidance_scale: float = 1.0, null_label: int | None = None,
+                guidance_interval: tuple[float, float] | None = None) -> Callable:
     """The sampler-ready eps_fn(x_t, t) for `net`: unconditional when labels is None, else conditional
-    on labels, with classifier-free guidance when guidance_scale != 1 (needs null_label)."""
+    on labels, with classifier-free guidance when guidance_scale != 1 (needs null_label), only for
+    noise levels sigma in guidance_interval when one is given (classifier_free_guidance)."""
     model_fn = model_eps_fn(net, schedule, prediction)
     if labels is None:
         return lambda x, t: model_fn(x, t, None)
     if guidance_scale != 1.0 and null_label is None:
         raise ValueError(f"guidance_scale={guidance_scale} needs null_label (the label the network was "
                          f"trained with for 'no class'); pass it or use guidance_scale=1.0.")
-    return classifier_free_guidance(model_fn, labels, null_label, guidance_scale)
+    return classifier_free_guidance(model_fn, labels, null_label, guidance_scale, guidance_interval, schedule)
 
 
 def clip_x0(eps_fn: Callable, schedule: NoiseSchedule, low: float, high: float) -> Callable:
