@@ -462,7 +462,7 @@ def load_clips(folder: str | os.PathLike, config: AudioConfig, limit: int | None
 
 def generate_clips(model: str | os.PathLike, num: int, config: AudioConfig, *, steps: int = 25,
                    sampler: str = "dpmpp", vocoder: str = "griffinlim", guidance: float = 1.0,
-                   batch_size: int = 64, device=None, seed: int = 0) -> ClipSet:
+                   batch_size: int = 64, device=None, seed: int = 0, guidance_interval=None) -> ClipSet:
     """Sample `num` clips from a run or model directory (AudioDiffusionPipeline); clip i uses seed + i.
     A class-conditional model gets balanced labels (i % num_classes), kept as the clips' labels."""
     from .pipeline import AudioDiffusionPipeline, ModelLoadError
@@ -473,21 +473,24 @@ def generate_clips(model: str | os.PathLike, num: int, config: AudioConfig, *, s
         raise EvaluateError(str(e).splitlines()[0] if str(e) else f"cannot load model {model}") from None
     labels = [i % pipe.num_classes for i in range(num)] if pipe.num_classes > 0 else None
     try:  # a bad --steps, --sampler or --guidance: one line now, not a traceback after loading
-        pipe.check_request(batch_size=min(batch_size, num), steps=steps, sampler=sampler, seed=seed,
-                           labels=None if labels is None else labels[:min(batch_size, num)],
-                           guidance_scale=guidance, seconds=None, eta=0.0)
+        guidance_interval = pipe.check_request(
+            batch_size=min(batch_size, num), steps=steps, sampler=sampler, seed=seed,
+            labels=None if labels is None else labels[:min(batch_size, num)],
+            guidance_scale=guidance, seconds=None, eta=0.0, guidance_interval=guidance_interval)["guidance_interval"]
     except ValueError as e:
-        raise EvaluateError(f"{model}: {str(e).splitlines()[0]}") from None
+        message = str(e).splitlines()[0].replace("guidance_interval=", "--guidance-interval ")
+        raise EvaluateError(f"{model}: {message}") from None
     mel_spec = MelSpec(config)
     mels, started = [], time.time()
     for start in range(0, num, batch_size):
         n = min(batch_size, num - start)
         out = pipe(batch_size=n, steps=steps, sampler=sampler, seed=seed + start,
                    labels=None if labels is None else labels[start:start + n], guidance_scale=guidance,
-                   progress=False)
+                   guidance_interval=guidance_interval, progress=False)
         mels.extend(waves_to_mels(out.audio, out.sample_rate, config, mel_spec))
         print(f"evaluate: generated {start + n}/{num} clips ({time.time() - started:.0f} s)", file=sys.stderr)
-    note = (f"{model}: {steps} {sampler} steps, vocoder {vocoder}, guidance {guidance:g}, seed {seed}")
+    within = "" if guidance_interval is None else f" for sigma in ({guidance_interval[0]:g}, {guidance_interval[1]:g}]"
+    note = (f"{model}: {steps} {sampler} steps, vocoder {vocoder}, guidance {guidance:g}{within}, seed {seed}")
     return ClipSet("generated", mels, np.array(labels if labels is not None else [-1] * num, dtype=np.int64),
                    config, note)
 
@@ -614,6 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder", default="griffinlim",
                    help="vocoder for --model (default griffinlim); for --vocoder-metrics a comma-separated list")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                   help="guide only at noise levels sigma in (LO, HI], e.g. 2,inf (default: every step)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0, help="clip i uses seed + i; also K-means and KID subsets")
@@ -700,7 +705,9 @@ def run(args) -> dict:
     else:
         clips = generate_clips(args.model, args.num or DEFAULT_NUM, config, steps=args.steps, sampler=args.sampler,
                                vocoder=args.vocoder, guidance=args.guidance, batch_size=args.batch_size,
-                               device=device, seed=args.seed)
+                               device=device, seed=args.seed,
+                               guidance_interval=None if args.guidance_interval is None
+                               else tuple(args.guidance_interval.split(",")))
     if clips.note:
         notes.append(clips.note)
     if classifier is not None and reference is None:

@@ -267,7 +267,14 @@ def test_evaluate_generated_clips_reports_accuracy_per_requested_label(tones, ca
     rows = json.loads((tmp_path / "g.json").read_text())["rows"]
     assert rows["generated"]["num"] == 6 and rows["generated"]["accuracy"] is not None
     assert set(rows) == {"generated", "train", "test"}
-    for bad in (["--sampler", "bogus"], ["--steps", 1000], ["--vocoder", "nope"]):
+    code, out, err = run_cli(["--model", tmp_path / "model", "--num", 6, "--steps", 2, "--batch-size", 4,
+                              "--classifier", tones["classifier"], "--device", "cpu", "--guidance", 2,
+                              "--guidance-interval", "0.5,inf", "--json", tmp_path / "gi.json"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "gi.json").read_text())
+    assert result["rows"]["generated"]["num"] == 6
+    assert "guidance 2 for sigma in (0.5, inf]" in json.dumps(result)
+    for bad in (["--sampler", "bogus"], ["--steps", 1000], ["--vocoder", "nope"], ["--guidance-interval", "1"]):
         code, out, err = run_cli(["--model", tmp_path / "model", "--num", 2, "--classifier", tones["classifier"],
                                   "--device", "cpu", *bad], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and out == "", (bad, err)

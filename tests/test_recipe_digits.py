@@ -30,6 +30,7 @@ def test_digits_smoke_end_to_end(tmp_path):
         assert sr == 22050 and len(wave) >= 22050
         assert np.isfinite(wave).all() and np.abs(wave).max() > 1e-3
     assert sorted(r["label"] for r in records) == [0, 1, 2, 3]
+    assert all(r["guidance_interval"] == [2.0, float("inf")] for r in records)  # recipe.guidance_interval
     html = (clips / "index.html").read_text()
     assert html.count("<audio") == 4
     assert len(list(clips.glob("*.png"))) == 4

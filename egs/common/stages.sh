@@ -72,7 +72,7 @@ generate_clips() {
   read_recipe
   vocoder=$(_vocoder "$exp")
   classes=$(_class_labels)
-  [ -z "$classes" ] || conditional=(--label "$classes" --guidance "${recipe[guidance]}")
+  [ -z "$classes" ] || conditional=(--label "$classes" $(_guidance_args))
   log "stage 4: generate ${recipe[generate_num]} clips${classes:+ cycling through labels $classes, guidance ${recipe[guidance]}} (vocoder $vocoder) -> $exp/clips"
   python -m audiodiff.generate --model "$exp" --out "$exp/clips" --overwrite --num "${recipe[generate_num]}" \
     --steps "${recipe[generate_steps]}" --sampler "${recipe[sampler]}" --vocoder "$vocoder" "${conditional[@]}"
@@ -90,12 +90,20 @@ score_clips() {
   shift
   read_recipe
   vocoder=$(_vocoder "$exp")
-  [ -z "$(_class_labels)" ] || conditional=(--guidance "${recipe[guidance]}")
+  [ -z "$(_class_labels)" ] || conditional=($(_guidance_args))
   log "stage 5: score ${recipe[eval_num]} generated clips (vocoder $vocoder) -> $exp/eval.json"
   python -m audiodiff.evaluate --model "$exp" --num "${recipe[eval_num]}" "$@" \
     --steps "${recipe[generate_steps]}" --sampler "${recipe[sampler]}" --vocoder "$vocoder" "${conditional[@]}" \
     --json "$exp/eval.json"
   log "scores: $exp/eval.json"
+}
+
+# --guidance recipe.guidance, and --guidance-interval recipe.guidance_interval when the recipe
+# sets one (LO,HI; "none" or null: guide at every step). Words without spaces: safe unquoted.
+_guidance_args() {
+  local interval=${recipe[guidance_interval]:-none}
+  echo "--guidance ${recipe[guidance]}"
+  case "${interval,,}" in none | null | "''" | '""') ;; *) echo "--guidance-interval $interval" ;; esac
 }
 
 # Stage 3's fine-tuned HiFi-GAN when it has run, else recipe.vocoder.
