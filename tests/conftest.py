@@ -15,3 +15,22 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+def prepare_clips(root, clips, audio_config):
+    """Write (wave, label) pairs as root/c{i}.wav + root/train.jsonl at 22,050 Hz and run
+    audiodiff.prepare on them with audio_config; returns the prepared folder root/dump."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from audiodiff.prepare import prepare
+
+    lines = []
+    for i, (wave, label) in enumerate(clips):
+        sf.write(root / f"c{i}.wav", np.asarray(wave, dtype=np.float32), 22050)
+        lines.append(json.dumps({"path": f"c{i}.wav", "label": label}))
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    prepare(root / "train.jsonl", root / "dump", audio_config)
+    return root / "dump"

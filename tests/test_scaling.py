@@ -1,9 +1,7 @@
 """Per-bin standardisation of the diffusion state (audiodiff.diffusion.scaling, data.bin_statistics)."""
-import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from audiodiff.audio import AudioConfig
@@ -12,6 +10,7 @@ from audiodiff.diffusion.scaling import DataScaler
 from audiodiff.diffusion.schedules import NoiseSchedule
 from audiodiff.nets.unet import UNet
 from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
+from conftest import prepare_clips
 
 SMALL = AudioConfig(n_mels=16)
 
@@ -46,19 +45,12 @@ def test_config_round_trip_and_errors():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from audiodiff.prepare import prepare
-
-    root = tmp_path_factory.mktemp("clips")
     rng = np.random.default_rng(0)
-    lines = []
-    for i in range(6):
+
+    def clip(i):
         n = int((0.3 + 0.1 * i) * 22050)  # clips of different lengths
-        x = 0.2 * np.sin(2 * np.pi * (200 + 100 * i) * np.arange(n) / 22050) + 0.01 * rng.standard_normal(n)
-        sf.write(root / f"c{i}.wav", x.astype(np.float32), 22050)
-        lines.append(json.dumps({"path": f"c{i}.wav", "label": i % 2}))
-    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
-    prepare(root / "train.jsonl", root / "dump", SMALL)
-    return root / "dump"
+        return 0.2 * np.sin(2 * np.pi * (200 + 100 * i) * np.arange(n) / 22050) + 0.01 * rng.standard_normal(n), i % 2
+    return prepare_clips(tmp_path_factory.mktemp("clips"), [clip(i) for i in range(6)], SMALL)
 
 
 @pytest.mark.parametrize("in_memory", [True, False])

@@ -1,5 +1,4 @@
 """Training: config dry runs, the smoke objective, resume exactness, DDP equivalence, signals."""
-import json
 import math
 import os
 import signal
@@ -9,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from audiodiff.audio import AudioConfig
 from audiodiff.checkpoint import list_checkpoints, safe_load
 from audiodiff.train import RECIPES, build, compose_config, main
+from conftest import prepare_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = AudioConfig(n_mels=16)
@@ -33,22 +32,13 @@ def one_thread():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """24 labelled tone clips (3 classes), prepared with the 16-mel config."""
-    from audiodiff.prepare import prepare
-
-    root = tmp_path_factory.mktemp("tones")
     rng = np.random.default_rng(0)
-    lines = []
-    for i in range(24):
-        label = i % 3
-        t = np.arange(int(0.5 * 22050)) / 22050
+    t = np.arange(int(0.5 * 22050)) / 22050
+
+    def clip(label):
         f0 = (300, 600, 1200)[label] * (1 + 0.05 * rng.standard_normal())
-        x = 0.3 * np.sin(2 * math.pi * f0 * t) * np.hanning(len(t)) + 0.01 * rng.standard_normal(len(t))
-        sf.write(root / f"c{i}.wav", x.astype(np.float32), 22050)
-        lines.append(json.dumps({"path": f"c{i}.wav", "label": label}))
-    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
-    out = root / "dump"
-    prepare(root / "train.jsonl", out, SMALL)
-    return out
+        return 0.3 * np.sin(2 * math.pi * f0 * t) * np.hanning(len(t)) + 0.01 * rng.standard_normal(len(t)), label
+    return prepare_clips(tmp_path_factory.mktemp("tones"), [clip(i % 3) for i in range(24)], SMALL)
 
 
 def overrides(prepared, run_dir, *extra):
