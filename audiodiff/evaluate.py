@@ -705,9 +705,7 @@ def run(args) -> dict:
     else:
         clips = generate_clips(args.model, args.num or DEFAULT_NUM, config, steps=args.steps, sampler=args.sampler,
                                vocoder=args.vocoder, guidance=args.guidance, batch_size=args.batch_size,
-                               device=device, seed=args.seed,
-                               guidance_interval=None if args.guidance_interval is None
-                               else tuple(args.guidance_interval.split(",")))
+                               device=device, seed=args.seed, guidance_interval=args.guidance_interval)
     if clips.note:
         notes.append(clips.note)
     if classifier is not None and reference is None:

@@ -247,10 +247,9 @@ def generate(args: argparse.Namespace) -> str:
     try:
         spec = read_model_config(model)
         clip_labels = None if labels is None else [labels[i % len(labels)] for i in range(args.num)]
-        interval = None if args.guidance_interval is None else tuple(args.guidance_interval.split(","))
         interval = spec.check_request(batch_size=args.num, steps=args.steps, sampler=args.sampler, seed=args.seed,
                                       labels=clip_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta,
-                                      guidance_interval=interval)["guidance_interval"]
+                                      guidance_interval=args.guidance_interval)["guidance_interval"]
     except ValueError as e:  # ModelLoadError included
         raise UsageError(_flag_names(str(e))) from None
     if args.vocoder not in VOCODER_CHOICES and not Path(args.vocoder).exists():
@@ -335,8 +334,8 @@ def generate(args: argparse.Namespace) -> str:
 
 def _flag_names(message: str) -> str:
     """Pipeline messages name keyword arguments; on the command line say the flag."""
-    for kwarg, flag in (("guidance_interval=", "--guidance-interval "), ("guidance_scale=", "--guidance "), ("steps=", "--steps "), ("sampler=", "--sampler "),
-                        ("seconds=", "--seconds "), ("eta=", "--eta "), ("seed=", "--seed "),
+    for kwarg, flag in (("guidance_interval=", "--guidance-interval "), ("guidance_scale=", "--guidance "),
+                        ("steps=", "--steps "), ("sampler=", "--sampler "), ("seconds=", "--seconds "), ("eta=", "--eta "), ("seed=", "--seed "),
                         ("batch_size=", "--num ")):
         message = message.replace(kwarg, flag)
     return message

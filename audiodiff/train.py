@@ -461,7 +461,7 @@ def data_scaler(cfg, dataset, saved: dict | None = None):
     its checkpoint's diffusion config, even if the data folder changed since), else diffusion.data_mean/
     data_std when the config gives them, else the training set's per-bin statistics. Written into cfg so
     that config.yaml and every checkpoint carry them to the pipeline."""
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     from audiodiff.data import bin_statistics
     from audiodiff.diffusion.scaling import DataScaler
@@ -482,15 +482,9 @@ def data_scaler(cfg, dataset, saved: dict | None = None):
             scaler = DataScaler(*bin_statistics(dataset))
     except ValueError as e:
         raise UsageError(str(e).splitlines()[0]) from None
-    _store_scaler(cfg, scaler)
-    return scaler
-
-
-def _store_scaler(cfg, scaler) -> None:
-    from omegaconf import open_dict
-
     with open_dict(cfg.diffusion):
         cfg.diffusion.update(scaler.to_config())
+    return scaler
 
 
 def open_dataset(cfg, audio, dataset_class):

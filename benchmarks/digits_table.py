@@ -366,7 +366,7 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     if args.guidance_interval is not None:
         from audiodiff.diffusion.guidance import check_guidance_interval
         try:
-            interval = check_guidance_interval(args.guidance_interval.split(","))
+            interval = check_guidance_interval(args.guidance_interval)
         except ValueError as e:
             raise TableError(f"--guidance-interval {args.guidance_interval}: {e}") from None
     for sampler, steps in rows:  # a bad row or guidance: one line now, not after an hour of sampling

@@ -121,7 +121,7 @@ def test_overwrite_only_replaces_generate_output(tmp_path, uncond_run, capsys):
     (["--device", "tpu"], "tpu"),
     (["--eta", "0.5"], "ddim"),
     (["--guidance-interval", "5,1"], "--guidance-interval (5, 1) must have 0 <= sigma_low < sigma_high"),
-    (["--guidance-interval", "2"], "--guidance-interval ('2',) must be two numbers"),
+    (["--guidance-interval", "2"], "--guidance-interval '2' must be two numbers"),
 ])
 def test_bad_arguments_exit_2_and_write_nothing(tmp_path, uncond_run, capsys, args, expect):
     out = tmp_path / "clips"

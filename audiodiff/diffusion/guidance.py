@@ -41,13 +41,14 @@ def model_eps_fn(net, schedule: NoiseSchedule, prediction: str = "eps") -> Calla
 
 def check_guidance_interval(interval) -> tuple[float, float] | None:
     """(sigma_low, sigma_high) as two floats with 0 <= low < high (high may be inf), or None.
+    Takes a pair of numbers or the command line's "LO,HI" string.
 
     A ValueError names the bad value; the pipeline, generate and the benchmarks all check here.
     """
     if interval is None:
         return None
     try:
-        low, high = (float(v) for v in interval)
+        low, high = (float(v) for v in (interval.split(",") if isinstance(interval, str) else interval))
     except (TypeError, ValueError):
         raise ValueError(f"guidance_interval={interval!r} must be two numbers (sigma_low, sigma_high), "
                          "e.g. (2, inf)") from None
