@@ -4,6 +4,8 @@ Public API: AudioDiffusionPipeline, MelSpec, AudioConfig, load_audio, save_audio
 Heavy modules load on first use, so `import audiodiff` stays quick.
 """
 
+import sys
+
 __version__ = "0.1.0"
 __all__ = ["AudioDiffusionPipeline", "AudioConfig", "MelSpec", "load_audio", "save_audio"]
 
@@ -18,3 +20,20 @@ def __getattr__(name):
 
         return getattr(audio, name)
     raise AttributeError(f"module 'audiodiff' has no attribute {name!r}")
+
+
+
+def _command_name() -> str:
+    """`python -m audiodiff.prepare` from the interpreter's own command line."""
+    argv = getattr(sys, "orig_argv", [])
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else __name__
+    return f"python -m {module}"
+
+
+# While `python -m audiodiff.<command>` starts, sys.argv[0] is "-m" (runpy sets the module's
+# path only after importing its package). Then a torch or torchaudio that cannot load is named
+# in one line with the fix, and the command exits 1 before it could call the audio bad.
+if sys.argv[:1] == ["-m"]:
+    from audiodiff.install import exit_if_broken
+
+    exit_if_broken(_command_name())

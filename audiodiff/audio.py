@@ -28,6 +28,8 @@ import soundfile as sf
 import torch
 import torch.nn as nn
 
+from .install import torchaudio_functional
+
 NORMALIZATIONS = ("minmax", "none")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au")
 
@@ -161,7 +163,7 @@ def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     g = math.gcd(int(orig_rate), int(new_rate))
     down, up = int(orig_rate) // g, int(new_rate) // g
     if up * (down + 2 * 6 * down // min(up, down) + 1) <= MAX_SINC_KERNEL:
-        import torchaudio.functional as AF
+        AF = torchaudio_functional()
 
         return AF.resample(wave, down, up)
     from scipy.signal import resample_poly
@@ -238,7 +240,7 @@ def save_audio(path: str | Path, wave: torch.Tensor | np.ndarray, sample_rate: i
 
 def mel_filterbank(config: AudioConfig) -> torch.Tensor:
     """Slaney-scale, Slaney-normalised mel filters [n_mels, n_fft // 2 + 1] (librosa's default)."""
-    import torchaudio.functional as AF
+    AF = torchaudio_functional()
 
     fb = AF.melscale_fbanks(config.n_fft // 2 + 1, float(config.fmin), float(config.fmax),
                             config.n_mels, config.sample_rate, norm="slaney", mel_scale="slaney")

@@ -61,6 +61,7 @@ import torch
 from .audio import (AUDIO_EXTENSIONS, AudioConfig, AudioConfigError, AudioFileError, MelSpec,
                     audio_info, load_audio, resample)
 from .data import ManifestError, load_manifest
+from .install import InstallError, check as check_install
 
 SILENCE_PEAK = 1e-4        # peak below this: the clip is silent and skipped
 DC_OFFSET = 0.2            # |mean| above this: kept, counted in a warning
@@ -69,6 +70,10 @@ CLIP_FRACTION = 1e-3       # kept with a "clipping" warning when more than 0.1% 
 MEL_CHUNK_FRAMES = 8192    # frames per MelSpec call for long clips (bounds the STFT's memory)
 FEATURE_DTYPES = ("float16", "float32")
 CACHE_VERSION = 1
+
+
+class EnvironmentFault(RuntimeError):
+    """Every file failed the same unexpected way: the machine is at fault, not the audio."""
 
 
 class PrepareArgumentError(ValueError):
@@ -178,6 +183,8 @@ def process_file(task: dict) -> dict:
         return _process_file(task)
     except MemoryError:
         return {"status": "skip", "reason": "error: out of memory (use --max-seconds to cap long clips)"}
+    except InstallError as e:  # the environment, not this file: prepare() stops on it
+        return {"status": "install_error", "reason": str(e)}
     except Exception as e:  # one bad file never stops the run
         return {"status": "skip", "reason": f"error: {type(e).__name__}: {_reason(e, path)}"}
 
@@ -481,6 +488,8 @@ def prepare(input: str | Path, out_dir: str | Path, audio_config: AudioConfig | 
     if labels is not None and label_map is None:
         label_map = _read_labels_json(Path(labels))
 
+    check_install()  # a torchaudio that cannot load would otherwise fail every file as "bad audio"
+
     # ---- from here on, things are written
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -530,8 +539,11 @@ def prepare(input: str | Path, out_dir: str | Path, audio_config: AudioConfig | 
                     "min_seconds": float(min_seconds), "max_seconds": max_seconds, "dtype": feature_dtype}
 
     for i, result in _run_tasks(tasks, workers, progress):
+        if result["status"] == "install_error":
+            raise InstallError(result["reason"])  # stop at the first: no file is to blame
         results[i] = result
         report.computed += 1
+    _refuse_environment_fault(tasks, results)
 
     # ---- assemble outputs in input order
     manifest_lines, skipped_lines, files, keep = [], [], {}, set()
@@ -576,6 +588,21 @@ def prepare(input: str | Path, out_dir: str | Path, audio_config: AudioConfig | 
     _remove_stale(out / "feats", key, keep)
     report.seconds_elapsed = time.time() - t0
     return report
+
+
+def _refuse_environment_fault(tasks: dict, results: list) -> None:
+    """The same unexpected exception on every file (at least two) is a fault of the environment
+    (a library, a full temporary folder), not of the audio: EnvironmentFault instead of a
+    skipped.tsv that blames each file. Decoding failures ("cannot decode: ...") are the
+    files' own, however many there are."""
+    reasons = {results[i]["reason"] for i in tasks if results[i]["status"] != "ok"}
+    failed = sum(results[i]["status"] != "ok" for i in tasks)
+    if len(tasks) >= 2 and failed == len(tasks) and len(reasons) == 1:
+        (reason,) = reasons
+        if reason.startswith("error: ") and "out of memory" not in reason and "process died" not in reason:
+            raise EnvironmentFault(f"all {len(tasks)} files failed with the same error, a fault of the "
+                                   f"environment, not of the audio ({_one_line(reason)[7:]}); nothing was "
+                                   f"written: fix it and re-run")
 
 
 def _still_valid(result: dict, feat_path: Path, min_seconds: float) -> bool:
@@ -718,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PrepareArgumentError, AudioConfigError) as e:
         print(f"{p.prog}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except (InstallError, EnvironmentFault) as e:
+        print(f"{p.prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
     print(report.summary())
     if report.usable == 0:
         print(f"{p.prog}: no usable audio in {args.input}; see {report.skipped_path}", file=sys.stderr)

@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from .audio import AudioConfig, MelSpec
 from .checkpoint import safe_load
+from .install import torchaudio_functional
 from .nets.hifigan import HiFiGANGenerator, load_generator_state_dict
 
 PRETRAINED_HIFIGAN = ("universal", "ljspeech")
@@ -117,7 +118,7 @@ class GriffinLim(Vocoder):
         self.register_buffer("window", torch.hann_window(c.win_length), persistent=False)
 
     def synthesize(self, mel: torch.Tensor) -> torch.Tensor:
-        import torchaudio.functional as AF
+        AF = torchaudio_functional()
 
         if self.window.device != mel.device:
             self.to(mel.device)  # no weights: follow the input

@@ -1,4 +1,5 @@
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # also for the recipes and CLIs tests start
 
@@ -34,3 +35,13 @@ def prepare_clips(root, clips, audio_config):
     (root / "train.jsonl").write_text("\n".join(lines) + "\n")
     prepare(root / "train.jsonl", root / "dump", audio_config)
     return root / "dump"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the installation the suite ran in (CI's log shows the pinned pair and the venv)."""
+    from audiodiff import install
+
+    found = install.installed_versions()
+    pinned = "the pinned pair" if install.pinned_pair_installed(found) else f"NOT the pinned {install.PINNED}"
+    terminalreporter.write_line(f"installation: torch {found['torch']} + torchaudio {found['torchaudio']} "
+                                f"({pinned}), python {sys.executable}")
