@@ -48,7 +48,8 @@ def test_cpu_fast_path_gives_the_plain_samples_on_one_thread(sampler, monkeypatc
         assert torch.get_num_threads() == 2  # restored after the call
     assert torch.get_num_threads() == before
     assert set(plain_threads) == {2} and set(seen[1:]) == {1}  # seen[0]: the FLOP estimate's forward
-    torch.testing.assert_close(quick, plain, rtol=1e-5, atol=1e-5)
+    # one thread against two: float32 sums in another order (1.5e-5 seen on one mel cell of 576)
+    torch.testing.assert_close(quick, plain, rtol=1e-4, atol=5e-5)
     assert quick.abs().mean() > 1e-2
 
 

@@ -369,7 +369,9 @@ def test_torchrun_max_restarts_resumes_a_dead_rank(base_run, prepared, tmp_path)
     elastic = safe_load(run / "checkpoints" / "step_00000010.pt")
     assert elastic["step"] == 10
     for k in single["model"]:
-        torch.testing.assert_close(elastic["model"][k], single["model"][k], rtol=1e-4, atol=1e-5)
+        # DDP = one process up to float rounding, which Adam amplifies for near-zero gradients (see
+        # ADAM_ROUNDING in test_train.py: a wrong resume would differ by about lr = 1e-3 per step)
+        torch.testing.assert_close(elastic["model"][k], single["model"][k], rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- hostile files

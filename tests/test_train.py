@@ -41,6 +41,13 @@ def prepared(tmp_path_factory):
     return prepare_clips(tmp_path_factory.mktemp("tones"), [clip(i % 3) for i in range(24)], SMALL)
 
 
+# AdamW (lr 1e-3) moves every weight by about lr a step whatever the size of its gradient, so a wrong
+# batch, noise draw or gradient shows as differences of order 1e-3 in most weights. Float rounding
+# differs between one process and an all-reduce over two; Adam's normalisation amplifies it for a
+# weight whose gradient is near zero (1.2e-5 seen in one weight of 12,288 after 4 steps, torch 2.11.0).
+ADAM_ROUNDING = 1e-4
+
+
 def overrides(prepared, run_dir, *extra):
     return ["+experiment=digits_smoke", *TINY_NET, f"data.dir={prepared}", f"run_dir={run_dir}",
             "data.segment_frames=24", "data.num_classes=3", "train.batch_size=8", "train.log_every=5",
@@ -187,7 +194,7 @@ def test_ddp_two_processes_match_single_process(prepared, tmp_path):
     _, single, _ = _final_weights(tmp_path / "single")
     _, ddp, _ = _final_weights(tmp_path / "ddp")
     for k in single:
-        torch.testing.assert_close(ddp[k], single[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ddp[k], single[k], rtol=1e-4, atol=ADAM_ROUNDING)
 
 
 def test_sigterm_checkpoints_and_resumes(prepared, tmp_path):
