@@ -1,7 +1,8 @@
 # Shared plumbing for egs/*/run.sh (sourced, Kaldi's parse_options.sh in spirit).
 # Before sourcing, a recipe sets: experiment (default experiment name), usage (one line),
-# and optionally extra_opts (space-separated --flags taking a value) which land in
-# variables named after them (--data-dir -> data_dir). It gets: stage, stop_stage, nproc,
+# last_stage (its highest stage number), and optionally extra_opts (space-separated --flags
+# taking a value) which land in variables named after them (--data-dir -> data_dir; a --*-dir
+# must name an existing folder). It gets: stage, stop_stage, nproc,
 # smoke/cpu experiment switches, overrides (Hydra key=value list), get KEY (a value of the
 # resolved experiment config), log MSG, train_launcher (python or torchrun), stage_on N,
 # and work: the root for data/ dump/ exp/ ($AUDIODIFF_WORK, default the recipe folder).
@@ -43,6 +44,18 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ "$nproc" -ge 1 ] || _die "--nproc must be >= 1"
+last_stage=${last_stage:-100}
+[ "$stage" -le "$last_stage" ] || _die "--stage $stage: the stages are 0 to $last_stage; $usage"
+[ "$stop_stage" -ge "$stage" ] || _die "--stop-stage $stop_stage is before --stage $stage: nothing would run; $usage"
+# An input folder that is not there: refused now, before anything is written (a relative one is
+# taken from where run.sh was called).
+for _opt in $extra_opts; do
+  case "$_opt" in
+    --*-dir)
+      _var=${_opt#--}; _var=${_var//-/_}
+      [ -z "${!_var:-}" ] || (cd "${invoke_dir:-.}" && [ -d "${!_var}" ]) || _die "$_opt ${!_var} is not a folder; $usage" ;;
+  esac
+done
 
 # One value of the resolved experiment config (also validates the overrides: exit 2).
 get() { python -m audiodiff.train "+experiment=$experiment" "${overrides[@]}" --get "$1"; }

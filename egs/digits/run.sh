@@ -10,6 +10,7 @@
 invoke_dir=$PWD
 cd "$(dirname "$0")"
 experiment=digits
+last_stage=5
 finetune_vocoder=false
 flag_opts="--finetune-vocoder"
 usage="usage: bash egs/digits/run.sh [--smoke|--cpu] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"

@@ -12,6 +12,7 @@
 invoke_dir=$PWD
 cd "$(dirname "$0")"
 experiment=drums
+last_stage=4
 finetune_vocoder=false
 flag_opts="--finetune-vocoder"
 usage="usage: bash egs/drums/run.sh [--smoke] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"

@@ -11,6 +11,7 @@
 invoke_dir=$PWD
 cd "$(dirname "$0")"
 experiment=folder
+last_stage=5
 audio_dir=
 data_dir=
 extra_opts="--audio-dir --data-dir"

@@ -11,6 +11,7 @@
 invoke_dir=$PWD
 cd "$(dirname "$0")"
 experiment=ljspeech
+last_stage=5
 data_dir=
 extra_opts="--data-dir"
 no_finetune_vocoder=false

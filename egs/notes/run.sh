@@ -11,6 +11,7 @@
 invoke_dir=$PWD
 cd "$(dirname "$0")"
 experiment=notes
+last_stage=4
 finetune_vocoder=false
 flag_opts="--finetune-vocoder"
 usage="usage: bash egs/notes/run.sh [--smoke|--cpu] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"

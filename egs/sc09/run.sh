@@ -11,6 +11,7 @@
 invoke_dir=$PWD
 cd "$(dirname "$0")"
 experiment=sc09
+last_stage=5
 data_dir=
 extra_opts="--data-dir"
 finetune_vocoder=false
