@@ -6,7 +6,8 @@ Heavy modules load on first use, so `import audiodiff` stays quick.
 
 import sys
 
-__version__ = "0.1.0"
+from audiodiff.version import __version__ as __version__
+
 __all__ = ["AudioDiffusionPipeline", "AudioConfig", "MelSpec", "load_audio", "save_audio"]
 
 
@@ -31,9 +32,12 @@ def _command_name() -> str:
 
 
 # While `python -m audiodiff.<command>` starts, sys.argv[0] is "-m" (runpy sets the module's
-# path only after importing its package). Then a torch or torchaudio that cannot load is named
-# in one line with the fix, and the command exits 1 before it could call the audio bad.
+# path only after importing its package). When the installed torch/torchaudio are not the pinned
+# pair (read from their metadata, without importing them), the pair is loaded once here: one that
+# cannot load is named in one line with the fix, and the command exits 1 before it could call the
+# audio bad. The pinned pair costs nothing here (`--help` loads no torch).
 if sys.argv[:1] == ["-m"]:
-    from audiodiff.install import exit_if_broken
+    from audiodiff.install import exit_if_broken, pinned_pair_installed
 
-    exit_if_broken(_command_name())
+    if not pinned_pair_installed():
+        exit_if_broken(_command_name())

@@ -115,6 +115,16 @@ class AudioConfig:
         """Samples a vocoder gives back for F frames: F * hop_length."""
         return int(num_frames) * self.hop_length
 
+    @property
+    def data_range(self) -> tuple[float, float]:
+        """The range normalised log-mels lie in: [-1, 1] for minmax, [log(log_floor), log_max] for none."""
+        return (-1.0, 1.0) if self.normalization == "minmax" else (math.log(self.log_floor), self.log_max)
+
+    @property
+    def silence(self) -> float:
+        """The normalised log-mel value of silence (what padding uses): the low end of data_range."""
+        return self.data_range[0]
+
     def describe_mismatch(self, other: "AudioConfig", ours: str = "model", theirs: str = "vocoder") -> str | None:
         """None when the mel definitions agree, else a one-line description naming both values."""
         diffs = [f"{f.name}: {ours} {getattr(self, f.name)!r} vs {theirs} {getattr(other, f.name)!r}"

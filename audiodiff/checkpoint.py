@@ -22,6 +22,9 @@ import re
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+
+from .atomic import write_text_atomic
 
 log = logging.getLogger("audiodiff")
 CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
@@ -83,19 +86,6 @@ def _write_temporary(obj, tmp: Path) -> str:
     return _sha256(tmp)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def atomic_torch_save(obj, path: Path) -> str:
     """torch.save to `path` atomically; returns the sha256 of the bytes written."""
     path = Path(path)
@@ -125,7 +115,7 @@ def save_checkpoint(state: dict, folder: Path, step: int, keep: int = 3) -> Path
         folder.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(folder)
         digest = _write_temporary(state, tmp)
-        _write_text_atomic(side, digest + "\n")
+        write_text_atomic(side, digest + "\n")
         os.replace(tmp, path)
         _fsync_dir(folder)
     except OSError as e:
@@ -206,3 +196,31 @@ def load_latest(folder: Path, map_location="cpu", skipped: list | None = None) -
         if skipped is not None:
             skipped.append((path, reason))
     return None, None
+
+
+def resume_state(ckpt_dir: Path, world: int = 1, main: bool = True) -> tuple[dict | None, Path | None]:
+    """(state, path) of the checkpoint to resume from, the same on every rank: rank 0 picks the
+    newest one that verifies and loads, the others load that file. Damaged newer ones are renamed
+    `*.damaged` (kept for inspection, out of the way of pruning). A run whose checkpoints all
+    fail to load is refused rather than silently restarted from step 0."""
+    state = path = error = None
+    if main:
+        skipped: list = []
+        state, path = load_latest(ckpt_dir, skipped=skipped)
+        if state is None and skipped:
+            first, why = skipped[0]
+            error = (f"{ckpt_dir}: none of its {len(skipped)} checkpoint(s) loads ({first.name}: {why}); "
+                     "move the folder away to start over, or use another run_dir")
+        elif state is not None:
+            for bad, _ in skipped:
+                bad.rename(bad.with_name(bad.name + ".damaged"))
+                log.warning("renamed %s to %s.damaged", bad.name, bad.name)
+    if world > 1:
+        shared = [str(path) if path is not None else None, error]
+        dist.broadcast_object_list(shared, src=0)
+        if not main:
+            path, error = (Path(shared[0]) if shared[0] else None), shared[1]
+            state = safe_load(path) if path is not None else None
+    if error is not None:
+        raise CheckpointError(error if main else f"rank 0 refused to resume: {error}")
+    return state, path

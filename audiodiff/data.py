@@ -40,9 +40,7 @@ segments from memory-mapped .npy files (an LRU of open maps bounds the file hand
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
@@ -52,98 +50,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import AudioConfig
+from .manifest import read_prepared
 
 _MASK64 = (1 << 64) - 1
 MMAP_CACHE = 256  # open memory maps per process in in_memory=False mode
 
 
-class ManifestError(ValueError):
-    """A manifest line is unusable; the message names the file and line number."""
+MIN_STD = 1e-3  # floor of the fitted std (bin_statistics): a constant bin is not divided by ~0
 
-
-# --------------------------------------------------------------------------- manifests
-
-def load_manifest(path: str | Path) -> list[dict]:
-    """Read a jsonl manifest ({"path", ...} a line) or a Kaldi wav.scp ("<id> <path>" a line).
-
-    Returns one dict per entry with "path" made absolute (relative paths are resolved
-    against the manifest's folder), "id" (given, else the path as written) and "_line" (its
-    line number). "label", when present, must be an int >= 0 or a name (str). Blank lines
-    are skipped. Raises ManifestError naming file:line for anything else, and for
-    duplicate paths or ids.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path}: cannot read the manifest ({e})") from None
-    scp = path.suffix != ".jsonl" and path.name.endswith(".scp")
-    base = path.resolve().parent
-    entries, seen_paths, seen_ids = [], {}, {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        if scp:
-            parts = line.strip().split(maxsplit=1)
-            if len(parts) != 2:
-                raise ManifestError(f"{where}: expected '<id> <path>', got {line.strip()[:80]!r}")
-            if parts[1].rstrip().endswith("|"):
-                raise ManifestError(f"{where}: piped commands are not supported; decode to audio files first")
-            entry = {"id": parts[0], "path": parts[1].strip()}
-        else:
-            try:
-                entry = json.loads(line)
-            except ValueError as e:
-                raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(entry, dict):
-                raise ManifestError(f"{where}: expected a JSON object like {{\"path\": \"a.wav\"}}, "
-                                    f"got {type(entry).__name__}")
-        p = entry.get("path")
-        if not isinstance(p, str) or not p:
-            raise ManifestError(f"{where}: missing \"path\" (a non-empty string); every line needs one")
-        label = entry.get("label")
-        if label is not None and not (isinstance(label, str) or
-                                      (isinstance(label, int) and not isinstance(label, bool) and label >= 0)):
-            raise ManifestError(f"{where}: label {label!r} must be an integer >= 0 or a name (string)")
-        if "id" in entry and not isinstance(entry["id"], str):
-            entry["id"] = str(entry["id"])
-        entry.setdefault("id", p)
-        full = os.path.normpath(os.path.join(base, os.path.expanduser(p)))
-        if full in seen_paths:
-            raise ManifestError(f"{where}: duplicate path {p!r} (first on line {seen_paths[full]})")
-        if entry["id"] in seen_ids:
-            raise ManifestError(f"{where}: duplicate id {entry['id']!r} (first on line {seen_ids[entry['id']]})")
-        seen_paths[full], seen_ids[entry["id"]] = n, n
-        entry["path"], entry["_line"] = full, n
-        entries.append(entry)
-    return entries
-
-
-def read_prepared(prepared_dir: str | Path) -> tuple[list[dict], dict]:
-    """(manifest entries, cache.json) of a folder written by audiodiff.prepare, checked to agree."""
-    d = Path(prepared_dir)
-    manifest, cache_path = d / "manifest.jsonl", d / "cache.json"
-    if not manifest.is_file() or not cache_path.is_file():
-        raise FileNotFoundError(f"{d} is not a prepared folder (needs manifest.jsonl and cache.json); "
-                                f"run: python -m audiodiff.prepare AUDIO_DIR --out {d}")
-    try:
-        cache = json.loads(cache_path.read_text())
-        entries = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except ValueError as e:
-        raise ValueError(f"{d}: damaged manifest.jsonl or cache.json ({e}); re-run python -m audiodiff.prepare "
-                         f"AUDIO_DIR --out {d}") from None
-    key = cache.get("key")
-    for e in entries:
-        if not e.get("feats", "").startswith(f"feats/{key}/"):
-            raise ValueError(f"{d}: manifest.jsonl and cache.json disagree ({e.get('feats')!r} is not under "
-                             f"feats/{key}/); an interrupted prepare? Re-run python -m audiodiff.prepare")
-    return entries, cache
-
-
-# --------------------------------------------------------------------------- dataset
 
 def _splitmix64(x: int) -> int:
     """SplitMix64 finaliser (Steele et al. 2014): a well-mixed 64-bit hash of an integer."""
@@ -198,7 +112,7 @@ class MelDataset(Dataset):
         self.segment_frames, self.random_crop, self.seed = segment_frames, random_crop, int(seed)
         self.epoch = 0
         c = self._audio_config
-        self.silence = -1.0 if c.normalization == "minmax" else math.log(c.log_floor)
+        self.silence = c.silence
         self.n_mels = c.n_mels
         self.labels = [int(e.get("label", -1)) for e in entries]
         frames = np.array([int(e["num_frames"]) for e in entries], dtype=np.int64)
@@ -309,7 +223,7 @@ def bin_statistics(dataset: MelDataset, max_clips: int = 4000) -> tuple[torch.Te
     """Mean and standard deviation of every mel bin over the real frames of a dataset's clips:
     float32 [n_mels], [n_mels], accumulated in float64 (audiodiff.diffusion.scaling uses them).
 
-    Standard deviations are at least audiodiff.diffusion.scaling.MIN_STD. Up to max_clips clips,
+    Standard deviations are at least MIN_STD. Up to max_clips clips,
     evenly spaced through the manifest, so a large corpus costs seconds; the
     result is a pure function of the folder's contents (every rank of a DDP run gets the same).
     """
@@ -325,8 +239,6 @@ def bin_statistics(dataset: MelDataset, max_clips: int = 4000) -> tuple[torch.Te
         count += frames.shape[0]
     if count == 0:
         raise ValueError(f"{dataset.dir}: the clips have no frames to take statistics from")
-    from audiodiff.diffusion.scaling import MIN_STD
-
     mean = total / count
     var = (squares / count - mean.pow(2)).clamp(min=0)
     # a bin that never changes (band-limited or silent audio) gets MIN_STD, not a division by ~0

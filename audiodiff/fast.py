@@ -43,6 +43,8 @@ from typing import Callable
 
 import torch
 
+from .diffusion.guidance import make_eps_fn
+
 MODES = ("graph", "compile", "eager")
 # A net call below this many FLOPs runs on one CPU thread (digits_cpu: 0.12 GFLOP per clip).
 SMALL_CALL_FLOPS = 2e9
@@ -213,8 +215,6 @@ def graphed_eps_fn(cache: OrderedDict, net, schedule, prediction: str, x_like: t
     the addresses of the weights and schedule tables (moving or replacing them captures anew;
     updating them in place is seen by the graph). Label values are copied in per call.
     """
-    from audiodiff.diffusion.guidance import make_eps_fn
-
     if mode not in ("graph", "compile"):
         raise ValueError(f"graphed_eps_fn: mode={mode!r} must be graph or compile")
     tables = [v for v in vars(schedule).values() if isinstance(v, torch.Tensor)]

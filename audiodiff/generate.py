@@ -24,6 +24,18 @@ import time
 import warnings
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from .atomic import replace_dir
+from .audio import save_audio
+from .cli import OneLineParser, UsageError, one_line
+from .hub import find_latest_run, read_model_config
+from .install import InstallError
+from .pipeline import AudioDiffusionPipeline
+from .runtime import pick_device
+from .version import __version__
+from .vocoders import MissingPackageError
+
 SAMPLER_CHOICES = ("ddpm", "ddim", "dpmpp")
 VOCODER_CHOICES = ("griffinlim", "hifigan")
 FORMATS = ("wav", "flac")
@@ -31,17 +43,8 @@ NO_MODEL_HINT = ("no trained model found under ./exp or egs/*/exp; train one wit
                  "`bash egs/digits/run.sh --smoke` or pass --model PATH")
 
 
-class UsageError(Exception):
-    """A mistake in the arguments: one line on stderr, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse prints usage + message; one line is enough
-        raise UsageError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m audiodiff.generate", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="python -m audiodiff.generate", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="output folder (must be new or empty)")
     p.add_argument("--model", type=Path, default=None,
@@ -73,26 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def find_latest_run(root: Path = Path(".")) -> Path | None:
-    """The run (config.yaml + checkpoints/step_*.pt) under root/exp or root/egs/*/exp, one or two
-    levels down, whose newest checkpoint was written last; None when there is none."""
-    from audiodiff.checkpoint import list_checkpoints
-
-    patterns = ("exp/*", "exp/*/*", "egs/*/exp/*", "egs/*/exp/*/*")
-    best, best_time = None, -math.inf
-    for pattern in patterns:
-        for run in root.glob(pattern):
-            if not (run / "config.yaml").is_file():
-                continue
-            ckpts = list_checkpoints(run / "checkpoints")
-            if not ckpts:
-                continue
-            newest = max(p.stat().st_mtime for p in ckpts)
-            if newest > best_time:
-                best, best_time = run, newest
-    return best
-
 
 def parse_labels(values: list[str] | None) -> list[int] | None:
     if not values:
@@ -197,47 +180,48 @@ def regenerate_command(model: Path, record: dict, device: str) -> str:
     return shlex.join(parts)
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` folder to `out`, replacing an empty or earlier output folder."""
-    old = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        else:
-            out.rmdir()
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------- main
 
 def generate(args: argparse.Namespace) -> str:
     """Validate, load, sample, write; returns the final summary line. Raises UsageError."""
-    from tqdm.auto import tqdm
-
-    import audiodiff
-    from audiodiff.audio import save_audio
-    from audiodiff.pipeline import AudioDiffusionPipeline, read_model_config
-    from audiodiff.train import UsageError as TrainUsageError, pick_device
-    from audiodiff.vocoders import MissingPackageError
-
     start = time.perf_counter()
-    # ---- validate everything before any work: arguments, output folder, model config
+    model, request = _validate(args)  # everything checked before any work: nothing loaded or written
+    device = request["device"]
+    try:
+        pipe = AudioDiffusionPipeline.from_pretrained(model, device=device, vocoder=args.vocoder)
+    except (ValueError, MissingPackageError, FileNotFoundError) as e:
+        raise UsageError(one_line(e)) from None
+    loaded = time.perf_counter()
+    # sample into a temporary folder beside --out, then rename
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        records, scaled = _write_clips(tmp, pipe, args, model, request)
+        replace_dir(tmp, args.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if scaled:
+        print(f"audiodiff.generate: {scaled} clip(s) peaked above full scale and were scaled down to 0.99",
+              file=sys.stderr)
+    wall = time.perf_counter() - loaded
+    total_seconds = sum(r["duration"] for r in records)
+    rtf = total_seconds / wall if wall > 0 else float("inf")
+    return (f"wrote {args.num} clips ({total_seconds:.1f} s of audio) to {args.out} in {wall:.1f} s: real-time factor "
+            f"{rtf:.2f} (audio seconds per wall second; model load {loaded - start:.1f} s, device {device})")
+
+
+def _validate(args: argparse.Namespace) -> tuple[Path, dict]:
+    """(model path, request: labels per clip, seconds, guidance interval, device); UsageError otherwise."""
     if args.num < 1:
         raise UsageError(f"--num {args.num} must be >= 1")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size} must be >= 1")
     labels = parse_labels(args.label)
     seconds = parse_seconds(args.seconds)
-    out = args.out
-    check_out_dir(out, args.overwrite)
+    check_out_dir(args.out, args.overwrite)
     model = args.model
     if model is None:
         model = find_latest_run(Path("."))
@@ -257,86 +241,64 @@ def generate(args: argparse.Namespace) -> str:
                          "HiFi-GAN generator.pt or vocoder run folder")
     try:
         device = pick_device(args.device)
-    except TrainUsageError as e:
+    except ValueError as e:
         raise UsageError(str(e).replace("device=", "--device ")) from None
-
-    # ---- load (weights, vocoder): still nothing written
-    try:
-        pipe = AudioDiffusionPipeline.from_pretrained(model, device=device, vocoder=args.vocoder)
-    except (ValueError, MissingPackageError, FileNotFoundError) as e:
-        raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    loaded = time.perf_counter()
     vocoder = args.vocoder if args.vocoder in VOCODER_CHOICES else str(Path(args.vocoder).resolve())
+    return Path(model), {"labels": clip_labels, "seconds": seconds, "interval": interval, "device": device,
+                         "vocoder": vocoder}
 
-    # ---- sample into a temporary folder beside --out, then rename
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    records, total_seconds, scaled = [], 0.0, 0
-    try:
-        bar = tqdm(total=args.num, desc="clips", unit="clip", disable=args.quiet, file=sys.stderr,
-                   dynamic_ncols=True)
-        for first in range(0, args.num, args.batch_size):
-            n = min(args.batch_size, args.num - first)
-            batch_labels = None if clip_labels is None else clip_labels[first:first + n]
-            result = pipe(batch_size=n, steps=args.steps, sampler=args.sampler, seed=args.seed + first,
-                          labels=batch_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta,
-                          progress=not args.quiet, return_mel=True, precision=args.precision,
-                          guidance_interval=interval)
-            for j in range(n):
-                i = first + j
-                name = f"clip_{i:04d}"
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    save_audio(tmp / f"{name}.{args.format}", result.audio[j], result.sample_rate)
-                scaled += any("full scale" in str(w.message) for w in caught)
-                save_mel_png(tmp / f"{name}.png", result.mel[j].numpy(), pipe.audio_config.normalization)
-                duration = result.audio.shape[-1] / result.sample_rate
-                total_seconds += duration
-                record = {
-                    "index": i, "file": f"{name}.{args.format}", "spectrogram": f"{name}.png",
-                    "model": str(Path(model).resolve()), "checkpoint": str(Path(pipe.source).resolve()),
-                    "step": pipe.config.get("step"), "sampler": args.sampler, "steps": args.steps,
-                    "seed": result.seeds[j], "label": None if batch_labels is None else batch_labels[j],
-                    "guidance": float(args.guidance), "eta": float(args.eta), "seconds": seconds,
-                    "guidance_interval": None if interval is None else list(interval),
-                    "duration": duration, "num_frames": int(result.mel.shape[-1]), "vocoder": vocoder,
-                    "sample_rate": result.sample_rate, "device": device.type, "precision": args.precision,
-                    "audiodiff_version": audiodiff.__version__,
-                }
-                record["command"] = regenerate_command(Path(model), record, device.type)
-                records.append(record)
-            bar.update(n)
-        bar.close()
-        with open(tmp / "clips.jsonl", "w") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
-        header = {"model": str(Path(model).resolve()), "checkpoint": str(Path(pipe.source).resolve()),
-                  "step": pipe.config.get("step"),
-                  "sampler": args.sampler, "steps": args.steps, "seeds": f"{args.seed} .. {args.seed + args.num - 1}",
-                  "guidance": args.guidance, "vocoder": vocoder, "sample rate": pipe.sample_rate,
-                  "device": str(device), "audiodiff": audiodiff.__version__,
-                  "command": shlex.join(["python", "-m", "audiodiff.generate", *map(str, args.argv)])}
-        write_index(tmp / "index.html", records, header)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if scaled:
-        print(f"audiodiff.generate: {scaled} clip(s) peaked above full scale and were scaled down to 0.99",
-              file=sys.stderr)
-    wall = time.perf_counter() - loaded
-    rtf = total_seconds / wall if wall > 0 else float("inf")
-    return (f"wrote {args.num} clips ({total_seconds:.1f} s of audio) to {out} in {wall:.1f} s: real-time factor "
-            f"{rtf:.2f} (audio seconds per wall second; model load {loaded - start:.1f} s, device {device})")
+
+def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, request: dict) -> tuple[list, int]:
+    """Sample every clip into `folder` with its PNG, then clips.jsonl and index.html; (records, clips scaled)."""
+    records, scaled = [], 0
+    labels, device, interval = request["labels"], request["device"], request["interval"]
+    bar = tqdm(total=args.num, desc="clips", unit="clip", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+    for first in range(0, args.num, args.batch_size):
+        n = min(args.batch_size, args.num - first)
+        batch_labels = None if labels is None else labels[first:first + n]
+        result = pipe(batch_size=n, steps=args.steps, sampler=args.sampler, seed=args.seed + first,
+                      labels=batch_labels, guidance_scale=args.guidance, seconds=request["seconds"], eta=args.eta,
+                      progress=not args.quiet, return_mel=True, precision=args.precision, guidance_interval=interval)
+        for j in range(n):
+            name = f"clip_{first + j:04d}"
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                save_audio(folder / f"{name}.{args.format}", result.audio[j], result.sample_rate)
+            scaled += any("full scale" in str(w.message) for w in caught)
+            save_mel_png(folder / f"{name}.png", result.mel[j].numpy(), pipe.audio_config.normalization)
+            record = {
+                "index": first + j, "file": f"{name}.{args.format}", "spectrogram": f"{name}.png",
+                "model": str(model.resolve()), "checkpoint": str(Path(pipe.source).resolve()),
+                "step": pipe.config.get("step"), "sampler": args.sampler, "steps": args.steps,
+                "seed": result.seeds[j], "label": None if batch_labels is None else batch_labels[j],
+                "guidance": float(args.guidance), "eta": float(args.eta), "seconds": request["seconds"],
+                "guidance_interval": None if interval is None else list(interval),
+                "duration": result.audio.shape[-1] / result.sample_rate, "num_frames": int(result.mel.shape[-1]),
+                "vocoder": request["vocoder"], "sample_rate": result.sample_rate, "device": device.type,
+                "precision": args.precision, "audiodiff_version": __version__,
+            }
+            record["command"] = regenerate_command(model, record, device.type)
+            records.append(record)
+        bar.update(n)
+    bar.close()
+    with open(folder / "clips.jsonl", "w") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    header = {"model": str(model.resolve()), "checkpoint": str(Path(pipe.source).resolve()),
+              "step": pipe.config.get("step"),
+              "sampler": args.sampler, "steps": args.steps, "seeds": f"{args.seed} .. {args.seed + args.num - 1}",
+              "guidance": args.guidance, "vocoder": request["vocoder"], "sample rate": pipe.sample_rate,
+              "device": str(device), "audiodiff": __version__,
+              "command": shlex.join(["python", "-m", "audiodiff.generate", *map(str, args.argv)])}
+    write_index(folder / "index.html", records, header)
+    return records, scaled
 
 
 def _flag_names(message: str) -> str:
     """Pipeline messages name keyword arguments; on the command line say the flag."""
     for kwarg, flag in (("guidance_interval=", "--guidance-interval "), ("guidance_scale=", "--guidance "),
-                        ("steps=", "--steps "), ("sampler=", "--sampler "), ("seconds=", "--seconds "), ("eta=", "--eta "), ("seed=", "--seed "),
-                        ("batch_size=", "--num ")):
+                        ("steps=", "--steps "), ("sampler=", "--sampler "), ("seconds=", "--seconds "),
+                        ("eta=", "--eta "), ("seed=", "--seed "), ("batch_size=", "--num ")):
         message = message.replace(kwarg, flag)
     return message
 
@@ -350,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"audiodiff.generate: {e}", file=sys.stderr)
         return 2
+    except InstallError as e:
+        print(f"audiodiff.generate: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("audiodiff.generate: interrupted; --out was not written", file=sys.stderr)
         return 130

@@ -37,9 +37,9 @@ file was skipped), 2 for a bad argument (nothing is written).
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -58,10 +58,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import (AUDIO_EXTENSIONS, AudioConfig, AudioConfigError, AudioFileError, MelSpec,
-                    audio_info, load_audio, resample)
-from .data import ManifestError, load_manifest
-from .install import InstallError, check as check_install
+from .atomic import write_text_atomic
+from .audio import (AUDIO_EXTENSIONS, AudioConfig, AudioConfigError, AudioFileError, MelSpec, audio_info, load_audio,
+                    resample)
+from .cli import OneLineParser, UsageError
+from .config import load_audio_config_file
+from .install import InstallError
+from .install import check as check_install
+from .manifest import ManifestError, load_manifest, scan_folder
 
 SILENCE_PEAK = 1e-4        # peak below this: the clip is silent and skipped
 DC_OFFSET = 0.2            # |mean| above this: kept, counted in a warning
@@ -72,11 +76,14 @@ FEATURE_DTYPES = ("float16", "float32")
 CACHE_VERSION = 1
 
 
+AUDIO_FIELDS = [f.name for f in dataclasses.fields(AudioConfig)]  # each an --option of the CLI
+
+
 class EnvironmentFault(RuntimeError):
     """Every file failed the same unexpected way: the machine is at fault, not the audio."""
 
 
-class PrepareArgumentError(ValueError):
+class PrepareArgumentError(UsageError):
     """A bad argument to prepare(); the CLI prints it on one line and exits 2."""
 
 
@@ -300,69 +307,6 @@ def _one_line(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _has_audio_ext(name: str) -> bool:
-    return name.lower().endswith(AUDIO_EXTENSIONS)
-
-
-def scan_folder(root: str | Path, exclude: str | Path | None = None):
-    """Audio files under `root`, recursively, sorted; symlinks followed, loops never.
-
-    Returns (entries [{"path", "id"}], skipped [(path, reason)], ignored count).
-    Broken symlinks, symlink loops, directories named like audio, unreadable directories
-    and non-regular files (FIFOs would hang a reader) are skipped with a reason.
-    """
-    root = os.path.abspath(os.fspath(root))
-    exclude = os.path.abspath(os.fspath(exclude)) if exclude is not None else None
-    entries, skipped, ignored = [], [], 0
-    st = os.stat(root)
-    visited = {(st.st_dev, st.st_ino): root}
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                children = sorted(it, key=lambda e: e.name)
-        except OSError as e:
-            skipped.append((folder, f"unreadable directory: {e.strerror or e}"))
-            continue
-        subdirs = []
-        for child in children:
-            path = child.path
-            if exclude is not None and path == exclude:
-                continue
-            try:
-                st = os.stat(path)  # follows symlinks
-            except OSError as e:
-                if child.is_symlink():
-                    if e.errno == errno.ELOOP:
-                        skipped.append((path, "symlink loop: the link resolves to itself"))
-                    else:
-                        skipped.append((path, f"broken symlink: target {os.readlink(path)!r} does not exist"))
-                else:
-                    skipped.append((path, f"unreadable: {e.strerror or e}"))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if _has_audio_ext(child.name):
-                    skipped.append((path, "not a file: a directory named like audio (searched inside)"))
-                key = (st.st_dev, st.st_ino)
-                if key in visited:
-                    skipped.append((path, "symlink loop: directory already searched as "
-                                          f"{visited[key]!r}"))
-                    continue
-                visited[key] = path
-                subdirs.append(path)
-            elif _has_audio_ext(child.name):
-                if not stat.S_ISREG(st.st_mode):
-                    skipped.append((path, "not a regular file (FIFO, socket or device)"))
-                    continue
-                entries.append({"path": path, "id": os.path.relpath(path, root).replace(os.sep, "/")})
-            else:
-                ignored += 1
-        stack.extend(reversed(subdirs))
-    entries.sort(key=lambda e: os.fsencode(e["path"]))
-    return entries, skipped, ignored
-
-
 def _read_labels_json(path: Path) -> dict:
     try:
         raw = json.loads(path.read_text())
@@ -411,13 +355,6 @@ def _manifest_entries(path: Path, labels_path: Path | None):
 def _cache_key(config: AudioConfig, dtype: str, max_seconds: float | None) -> str:
     blob = json.dumps([config.hash(), dtype, max_seconds, CACHE_VERSION]).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _json_line(obj: dict) -> str:
@@ -502,6 +439,40 @@ def prepare(input: str | Path, out_dir: str | Path, audio_config: AudioConfig | 
     old_files = old.get("files", {}) if old.get("key") == key else {}
 
     report = PrepareReport(out_dir=out, ignored=ignored)
+    task = {"config": audio_config.to_dict(), "min_seconds": float(min_seconds), "max_seconds": max_seconds,
+            "dtype": feature_dtype}
+    results, stats, tasks = _plan(entries, out, key, old_files, task, report)
+    for i, result in _run_tasks(tasks, workers, progress):
+        if result["status"] == "install_error":
+            raise InstallError(result["reason"])  # stop at the first: no file is to blame
+        results[i] = result
+        report.computed += 1
+    _refuse_environment_fault(tasks, results)
+
+    manifest_lines, files, keep = _assemble(entries, results, stats, min_seconds, report)
+    report.skipped = pre_skipped + report.skipped
+    if inp.is_dir():  # folder input: one sorted list (manifest input keeps its own order)
+        report.skipped.sort(key=lambda item: os.fsencode(item[0]))
+    report.skipped_by_reason = dict(Counter(r.split(":")[0].split(" (")[0] for _, r in report.skipped))
+    skipped_lines = [f"{_escape_path(path)}\t{_one_line(reason)}\n" for path, reason in report.skipped]
+
+    cache = {"version": CACHE_VERSION, "key": key, "audio_config": audio_config.to_dict(),
+             "config_hash": audio_config.hash(), "feature_dtype": feature_dtype,
+             "max_seconds": max_seconds, "files": files}
+    write_text_atomic(out / "cache.json", json.dumps(cache, indent=1) + "\n")
+    if label_map is not None:
+        write_text_atomic(out / "labels.json", json.dumps(label_map, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(out / "manifest.jsonl", "".join(line + "\n" for line in manifest_lines))
+    write_text_atomic(out / "skipped.tsv", "".join(skipped_lines))
+    _remove_stale(out / "feats", key, keep)
+    report.seconds_elapsed = time.time() - t0
+    return report
+
+
+def _plan(entries: list, out: Path, key: str, old_files: dict, task: dict, report: PrepareReport):
+    """(results, file stats, tasks) by entry index: a stat of every file, which gives the reasons that
+    need no decoding, and cached results reused where size, mtime and features still match; the rest
+    become tasks (task: the settings every task shares)."""
     results: list = [None] * len(entries)
     stats: list = [None] * len(entries)
     tasks: dict = {}
@@ -511,14 +482,7 @@ def prepare(input: str | Path, out_dir: str | Path, audio_config: AudioConfig | 
         try:
             st = os.stat(path)
         except OSError as err:
-            if os.path.islink(path) and err.errno == errno.ELOOP:
-                results[i] = {"status": "skip", "reason": "symlink loop: the link resolves to itself"}
-            elif os.path.islink(path):
-                results[i] = {"status": "skip", "reason": "broken symlink: target does not exist"}
-            elif err.errno == errno.ENOENT:
-                results[i] = {"status": "skip", "reason": "missing: no such file"}
-            else:
-                results[i] = {"status": "skip", "reason": f"unreadable: {err.strerror or err}"}
+            results[i] = {"status": "skip", "reason": _stat_reason(path, err)}
             continue
         if stat.S_ISDIR(st.st_mode):
             results[i] = {"status": "skip", "reason": "not a file: is a directory"}
@@ -531,22 +495,28 @@ def prepare(input: str | Path, out_dir: str | Path, audio_config: AudioConfig | 
         stats[i] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
         cached = old_files.get(path)
         if cached and cached["size"] == st.st_size and cached["mtime_ns"] == st.st_mtime_ns \
-                and _still_valid(cached["result"], out / e["feats"], min_seconds):
+                and _still_valid(cached["result"], out / e["feats"], task["min_seconds"]):
             results[i] = cached["result"]
             report.reused += 1
             continue
-        tasks[i] = {"path": path, "feat_path": str(out / e["feats"]), "config": audio_config.to_dict(),
-                    "min_seconds": float(min_seconds), "max_seconds": max_seconds, "dtype": feature_dtype}
+        tasks[i] = {"path": path, "feat_path": str(out / e["feats"]), **task}
+    return results, stats, tasks
 
-    for i, result in _run_tasks(tasks, workers, progress):
-        if result["status"] == "install_error":
-            raise InstallError(result["reason"])  # stop at the first: no file is to blame
-        results[i] = result
-        report.computed += 1
-    _refuse_environment_fault(tasks, results)
 
-    # ---- assemble outputs in input order
-    manifest_lines, skipped_lines, files, keep = [], [], {}, set()
+def _stat_reason(path: str, err: OSError) -> str:
+    if os.path.islink(path) and err.errno == errno.ELOOP:
+        return "symlink loop: the link resolves to itself"
+    if os.path.islink(path):
+        return "broken symlink: target does not exist"
+    if err.errno == errno.ENOENT:
+        return "missing: no such file"
+    return f"unreadable: {err.strerror or err}"
+
+
+def _assemble(entries: list, results: list, stats: list, min_seconds: float, report: PrepareReport):
+    """(manifest lines, the cache's file records, feature files to keep) in input order; skipped files
+    and counts go into the report."""
+    manifest_lines, files, keep = [], {}, set()
     for i, (e, result) in enumerate(zip(entries, results)):
         path = e["path"]
         if stats[i] is not None and not result.get("reason", "").startswith(("error", "unreadable")):
@@ -570,24 +540,7 @@ def prepare(input: str | Path, out_dir: str | Path, audio_config: AudioConfig | 
         manifest_lines.append(_json_line(item))
         report.usable += 1
         report.total_seconds += result["seconds"]
-    report.skipped = pre_skipped + report.skipped
-    if inp.is_dir():  # folder input: one sorted list (manifest input keeps its own order)
-        report.skipped.sort(key=lambda item: os.fsencode(item[0]))
-    report.skipped_by_reason = dict(Counter(r.split(":")[0].split(" (")[0] for _, r in report.skipped))
-    for path, reason in report.skipped:
-        skipped_lines.append(f"{_escape_path(path)}\t{_one_line(reason)}\n")
-
-    cache = {"version": CACHE_VERSION, "key": key, "audio_config": audio_config.to_dict(),
-             "config_hash": audio_config.hash(), "feature_dtype": feature_dtype,
-             "max_seconds": max_seconds, "files": files}
-    _write_atomic(out / "cache.json", json.dumps(cache, indent=1) + "\n")
-    if label_map is not None:
-        _write_atomic(out / "labels.json", json.dumps(label_map, indent=1, ensure_ascii=False) + "\n")
-    _write_atomic(out / "manifest.jsonl", "".join(line + "\n" for line in manifest_lines))
-    _write_atomic(out / "skipped.tsv", "".join(skipped_lines))
-    _remove_stale(out / "feats", key, keep)
-    report.seconds_elapsed = time.time() - t0
-    return report
+    return manifest_lines, files, keep
 
 
 def _refuse_environment_fault(tasks: dict, results: list) -> None:
@@ -680,48 +633,16 @@ def _run_tasks(tasks: dict, workers: int, progress: bool | None):
 
 # --------------------------------------------------------------------------- CLI
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _load_config_file(path: Path) -> dict:
-    """An AudioConfig from YAML or JSON: flat keys, or under "audio"; Hydra `defaults` of
-    sibling files are merged first (so recipes/audio/small.yaml works)."""
-    try:
-        text = path.read_text()
-        if path.suffix == ".json":
-            raw = json.loads(text)
-        else:
-            import yaml
-            raw = yaml.safe_load(text)
-    except Exception as e:
-        raise PrepareArgumentError(f"--audio-config {path}: cannot read it ({_one_line(e)})") from None
-    if isinstance(raw, dict) and isinstance(raw.get("audio"), dict):
-        raw = raw["audio"]
-    if not isinstance(raw, dict):
-        raise PrepareArgumentError(f"--audio-config {path}: expected a mapping of AudioConfig fields")
-    values: dict = {}
-    for parent in raw.pop("defaults", None) or []:
-        if isinstance(parent, str) and parent != "_self_":
-            values.update(_load_config_file(path.with_name(parent + path.suffix)))
-    values.update(raw)
-    values.pop("_target_", None)
-    return values
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="python -m audiodiff.prepare",
+    p = OneLineParser(prog="python -m audiodiff.prepare",
                 description="Check an audio folder or manifest; write DIR/manifest.jsonl, DIR/skipped.tsv "
                             "and a mel feature cache.")
     p.add_argument("input", help="audio folder (searched recursively) or manifest (.jsonl / wav.scp)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--audio-config", type=Path, help="YAML/JSON AudioConfig (e.g. recipes/audio/hifigan.yaml)")
     defaults = AudioConfig()
-    for name, typ in (("sample_rate", int), ("n_fft", int), ("hop_length", int), ("win_length", int),
-                      ("n_mels", int), ("fmin", float), ("fmax", float), ("log_floor", float),
-                      ("normalization", str), ("log_max", float)):
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+    for name in AUDIO_FIELDS:
+        p.add_argument("--" + name.replace("_", "-"), type=type(getattr(defaults, name)), default=None,
                        help=f"override the audio config (default {getattr(defaults, name)})")
     p.add_argument("--min-seconds", type=float, default=0.1, help="shorter clips are skipped (default 0.1)")
     p.add_argument("--max-seconds", type=float, default=None, help="keep only the first N seconds of longer clips")
@@ -730,11 +651,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs, max 8; 0: none)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any file was skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
     try:
-        values = _load_config_file(args.audio_config) if args.audio_config else {}
-        for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax",
-                     "log_floor", "normalization", "log_max"):
+        args = p.parse_args(argv)
+        values = load_audio_config_file(args.audio_config, "--audio-config") if args.audio_config else {}
+        for name in AUDIO_FIELDS:
             if getattr(args, name) is not None:
                 values[name] = getattr(args, name)
         config = AudioConfig.from_dict(values)
@@ -742,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
                          max_seconds=args.max_seconds, strict=args.strict, workers=args.workers,
                          feature_dtype=args.feature_dtype, labels=args.labels,
                          progress=False if args.quiet else None)
-    except (PrepareArgumentError, AudioConfigError) as e:
+    except (UsageError, AudioConfigError) as e:
         print(f"{p.prog}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except (InstallError, EnvironmentFault) as e:

@@ -28,18 +28,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .audio import AudioConfig
+from .checkpoint import atomic_torch_save
+from .data import MelDataset, batches, make_loader
+from .manifest import read_prepared_split
+from .metrics import accuracy, classify
+from .nets.classifier import CLASSIFIER_FORMAT, CLASSIFIER_FORMAT_VERSION, MelClassifier
+from .optim import warmup_cosine
+from .runtime import pick_device
+
 log = logging.getLogger("audiodiff")
-
-
-def _pick_device(name) -> torch.device:
-    if isinstance(name, torch.device):
-        return name
-    if name in (None, "auto"):
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but no CUDA GPU is available; use device=cpu or auto")
-    return device
 
 
 def augment_batch(mel: torch.Tensor, silence: float, gain: float, shift: int, freq_masks: int, freq_width: int,
@@ -83,8 +81,6 @@ def augment_batch(mel: torch.Tensor, silence: float, gain: float, shift: int, fr
 @torch.no_grad()
 def split_accuracy(net, clips, frames: int, silence: float, device, batch_size: int = 256) -> float:
     """Accuracy on a ClipSet (audiodiff.evaluate), each clip fitted to `frames`."""
-    from .evaluate import accuracy, classify
-
     probs, _ = classify(net, clips.mels, frames, silence, batch_size=batch_size, device=device)
     return accuracy(probs, clips.labels)
 
@@ -104,16 +100,10 @@ def train_classifier(prepared_dir, run_dir, valid_dir=None, test_dir=None, num_c
     last ones. Returns {"train_accuracy", "valid_accuracy", "test_accuracy" (None when no folder),
     "best_step", "steps", "seconds", "path", "num_parameters"}.
     """
-    from .audio import AudioConfig
-    from .checkpoint import atomic_torch_save
-    from .data import MelDataset, batches, make_loader
-    from .evaluate import read_prepared_split, silence_value
-    from .nets.classifier import CLASSIFIER_FORMAT, CLASSIFIER_FORMAT_VERSION, MelClassifier
-
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps={steps} and batch_size={batch_size} must be >= 1")
     started = time.time()
-    device = _pick_device(device)
+    device = pick_device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     run_dir = Path(run_dir)
@@ -126,7 +116,7 @@ def train_classifier(prepared_dir, run_dir, valid_dir=None, test_dir=None, num_c
     num_classes = int(num_classes or train_ds.num_classes)
     if labels.max() >= num_classes:
         raise ValueError(f"{prepared_dir}: label {labels.max()} does not fit num_classes={num_classes}")
-    silence = silence_value(config)
+    silence = config.silence
     # one dB in normalised log-mel units: ln(10) / 20 nats, times the normalisation's scale
     scale = 2.0 / (config.log_max - math.log(config.log_floor)) if config.normalization == "minmax" else 1.0
     gain = gain_db * math.log(10) / 20 * scale
@@ -144,13 +134,7 @@ def train_classifier(prepared_dir, run_dir, valid_dir=None, test_dir=None, num_c
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
-    def lr_at(step: int) -> float:  # step counts from 1
-        if step <= warmup_steps:
-            return step / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_at(i + 1))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup_steps, steps))
     loader = make_loader(train_ds, batch_size=min(batch_size, len(train_ds)), shuffle=True, seed=seed,
                          num_workers=num_workers, drop_last=True)
     log.info("classifier: %s clips, %d classes, %s parameters, %d steps of %d on %s", len(train_ds), num_classes,

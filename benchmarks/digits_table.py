@@ -40,7 +40,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,43 +199,6 @@ def recipe_guidance(run_dir: Path) -> float | None:
         return None
 
 
-# --------------------------------------------------------------------------- scoring
-
-class Scorer:
-    """Classifier metrics of clip sets against one train split, with the train split's probabilities,
-    features and NDB bins computed once (audiodiff.evaluate.score_sets recomputes them per call)."""
-
-    def __init__(self, classifier, info: dict, reference, device, seed: int = 0) -> None:
-        from audiodiff.evaluate import NDB_BINS, NDBBins, classify, silence_value
-
-        self.classifier, self.device = classifier, device
-        self.frames = int(info["segment_frames"])
-        self.silence = silence_value(info["audio_config"])
-        self.reference = reference
-        self.ref_probs, self.ref_feats = classify(classifier, reference.mels, self.frames, self.silence,
-                                                  device=device)
-        self.bins = NDBBins(self.ref_feats, NDB_BINS, seed)
-
-    def score(self, mels, labels) -> dict:
-        """{num, accuracy, IS, mIS, mIS_within_class, FID, AM, NDB/K} of normalised log-mels [n_mels, F]."""
-        from audiodiff.evaluate import (accuracy, am_score, classify, frechet_distance, inception_score,
-                                        modified_inception_score)
-
-        labels = np.asarray(labels, dtype=np.int64)
-        if mels is self.reference.mels:
-            probs, feats = self.ref_probs, self.ref_feats
-        else:
-            probs, feats = classify(self.classifier, mels, self.frames, self.silence, device=self.device)
-        row = {"num": len(mels), "accuracy": accuracy(probs, labels), "IS": inception_score(probs),
-               "mIS": modified_inception_score(probs)}
-        if (labels >= 0).all():
-            row["mIS_within_class"] = modified_inception_score(probs, groups=labels)
-        row["FID"] = frechet_distance(self.ref_feats, feats) if len(mels) > 1 else None
-        row["AM"] = am_score(probs, self.ref_probs)
-        row["NDB/K"] = self.bins.score(feats)
-        return row
-
-
 # --------------------------------------------------------------------------- results file
 
 def row_key(sampler: str, steps: int, vocoder: str) -> str:
@@ -268,9 +230,9 @@ def load_state(path: Path | None, settings: dict, restart: bool) -> dict:
 
 def save_state(path: Path | None, state: dict) -> None:
     if path is not None:
-        from audiodiff.evaluate import _write_json_atomic
+        from audiodiff.atomic import write_json_atomic
 
-        _write_json_atomic(path, state)
+        write_json_atomic(path, state)
 
 
 # --------------------------------------------------------------------------- the table
@@ -331,8 +293,12 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     """Measure every missing row; returns (state, row order). Rows are saved to --json as they finish."""
     from audiodiff import __version__
     from audiodiff.audio import MelSpec
-    from audiodiff.evaluate import EvaluateError, _device, load_classifier, read_prepared_split, waves_to_mels
+    from audiodiff.cli import UsageError
+    from audiodiff.evaluate import waves_to_mels
+    from audiodiff.manifest import read_prepared_split
+    from audiodiff.metrics import ClassifierScorer, load_classifier
     from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
+    from audiodiff.runtime import pick_device
 
     rows = parse_rows(args.rows)
     num_for = parse_num_for(args.num_for, rows)
@@ -347,7 +313,10 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     for name in ("json", "markdown"):
         if getattr(args, name) is not None and getattr(args, name).is_dir():
             raise TableError(f"--{name} {getattr(args, name)} is a folder; give a file name")
-    device = _device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as e:
+        raise TableError(str(e).replace("device=", "--device ")) from None
 
     try:
         pipe = AudioDiffusionPipeline.from_pretrained(args.model, device=device, vocoder="griffinlim")
@@ -414,10 +383,10 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
         try:
             train = read_prepared_split(args.reference, "train", config)
             test = read_prepared_split(args.test, "test", config)
-        except EvaluateError as e:
+        except UsageError as e:
             raise TableError(str(e)) from None
         _log(f"classifying the train split ({len(train.mels)} clips)")
-        scorer = Scorer(classifier, info, train, device, args.seed)
+        scorer = ClassifierScorer(classifier, info, train.mels, device, args.seed)
         for split in (train, test):
             if split.name not in state["reference_rows"]:
                 state["reference_rows"][split.name] = scorer.score(split.mels, split.labels)
@@ -478,14 +447,14 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from audiodiff.evaluate import EvaluateError
+    from audiodiff.cli import UsageError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = None
     try:
         args = build_parser().parse_args(argv)
         state, order = run(args, argv)
-    except (TableError, EvaluateError) as e:
+    except (TableError, UsageError) as e:
         print(f"digits_table: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -43,7 +43,7 @@ def recipe_rows() -> list[dict]:
     """Each shipped recipes/net/*.yaml as an experiment composes it (80 mels, 10 classes, 87 frames)."""
     from omegaconf import OmegaConf
 
-    from audiodiff.train import RECIPES, compose_config, instantiate
+    from audiodiff.config import RECIPES, compose_config, instantiate
 
     rows = []
     for path in sorted((RECIPES / "net").glob("*.yaml")):
@@ -85,7 +85,8 @@ def peer_row() -> dict | None:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| net | dims | input (mels x frames) | channels | blocks/level | attention levels | params (M) | GFLOPs/forward/sample |",
+        "| net | dims | input (mels x frames) | channels | blocks/level | attention levels | params (M) "
+        "| GFLOPs/forward/sample |",
         "|---|---|---|---|---|---|---:|---:|",
     ]
     for r in rows:

@@ -26,12 +26,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-from collections import OrderedDict
 import os
 import platform
 import statistics
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
-    from audiodiff.train import pick_device
+    from audiodiff.runtime import pick_device
 
     UNet2DModel, DDIMScheduler = import_diffusers(args.site)
     import diffusers

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         args.vocoders, args.fast, args.repeats = ["griffinlim"], "both", max(args.repeats, 7)
         args.preset = args.preset if args.model else "digits_cpu"
 
-    from audiodiff.train import pick_device
+    from audiodiff.runtime import pick_device
 
     device = pick_device(args.device)
     steps_list = args.steps or ([10, 25] if args.quick else list(STEPS))

@@ -95,7 +95,7 @@ def train_case(name: str, batch: int, device: torch.device, mode: str, precision
     from audiodiff.diffusion.objectives import diffusion_loss
     from audiodiff.diffusion.schedules import NoiseSchedule
     from audiodiff.nets.unet import PRESET_INPUTS, from_preset
-    from audiodiff.train import _copy_module, ema_update
+    from audiodiff.optim import ema_copy, ema_update
 
     n_mels, frames = PRESET_INPUTS[name]
     torch.manual_seed(0)
@@ -104,7 +104,7 @@ def train_case(name: str, batch: int, device: torch.device, mode: str, precision
     use_cl = device.type == "cuda" and two_d and channels_last in ("auto", "on")
     if use_cl:
         net = net.to(memory_format=torch.channels_last)
-    ema = _copy_module(net).requires_grad_(False)
+    ema = ema_copy(net)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0, fused=device.type == "cuda")
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = p.parse_args(argv)
 
-    from audiodiff.train import pick_device
+    from audiodiff.runtime import pick_device
 
     device = pick_device(args.device)
     if args.threads:

@@ -31,9 +31,9 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audiodiff.audio import AudioConfig, AudioFileError, MelSpec, load_audio
-from audiodiff.train_vocoder import resolve_audio_files
-from audiodiff.vocoders import (get_vocoder, log_spectral_distance, mel_l1_distance,
-                                multi_resolution_stft_distance)
+from audiodiff.manifest import resolve_audio_files
+from audiodiff.metrics import log_spectral_distance, mel_l1_distance, multi_resolution_stft_distance
+from audiodiff.vocoders import get_vocoder
 
 METRICS = ("mr_stft", "spectral_convergence", "log_magnitude", "lsd_db", "mel_l1")
 

@@ -7,7 +7,6 @@ import torch
 from audiodiff.diffusion import (NoiseSchedule, classifier_free_guidance, ddim, diffusion_loss, drop_labels,
                                  make_eps_fn, min_snr_weight, q_sample, sample_timesteps, to_eps, to_x0)
 
-
 # ---------------------------------------------------------------- schedules
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])

@@ -11,6 +11,7 @@ import soundfile as sf
 
 from audiodiff.datasets import digits
 from audiodiff.datasets.digits import DIGITS, SAMPLE_RATE, SPLITS, build_digits, read_manifest
+from audiodiff.datasets.espeak import Espeak
 
 PER_DIGIT = 3  # three speakers: one per split
 
@@ -99,7 +100,7 @@ def test_clips_are_one_second_centred_and_normalised(builds):
 
 
 def test_a_process_that_already_used_espeak_builds_the_same_bytes(builds, tmp_path):
-    engine = digits._Espeak(*digits._espeak_paths())
+    engine = Espeak(*digits._espeak_paths())
     engine.say("seven", "en+m3", 175, 50, 50, 1)  # leaves state in this process's espeak-ng
     build_digits(tmp_path / "again", PER_DIGIT, 0, workers=1, verbose=False)
     assert tree(tmp_path / "again") == tree(builds / "a")
@@ -175,7 +176,7 @@ def test_words_too_long_are_sped_up_or_cropped(tmp_path, monkeypatch, tries, out
     # espeak-ng's slowest rate keeps a digit under 1 s, so shrink the limit to 0.6 s instead
     monkeypatch.setattr(digits, "_MAX_SPEECH", int(0.6 * SAMPLE_RATE))
     monkeypatch.setattr(digits, "_MAX_TRIES", tries)
-    engine = digits._Espeak(*digits._espeak_paths())  # this process only; builds use fresh workers
+    engine = Espeak(*digits._espeak_paths())  # this process only; builds use fresh workers
     start, end = digits._speech_span(engine.say("seven", "en-us+m3", 100, 50, 50, 1))
     assert end - start > 0.7 * SAMPLE_RATE
     clip = {"word": "seven", "speaker": "en-us+m3", "rate": 100, "pitch": 50, "range": 50,
@@ -190,7 +191,7 @@ def test_words_too_long_are_sped_up_or_cropped(tmp_path, monkeypatch, tries, out
 
 
 def test_manifests_load_with_the_project_loader(builds):
-    data = pytest.importorskip("audiodiff.data")
-    rows = data.load_manifest(builds / "a" / "valid.jsonl")
+    manifest = pytest.importorskip("audiodiff.manifest")
+    rows = manifest.load_manifest(builds / "a" / "valid.jsonl")
     assert len(rows) == 10 and sorted(r["label"] for r in rows) == list(range(10))
     assert all(os.path.isfile(r["path"]) for r in rows)

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-
-from audiodiff.evaluate import load_classifier, read_prepared_split, score_sets
-from audiodiff.pipeline import AudioDiffusionPipeline
 from test_evaluate import tones  # noqa: F401  (fixture: tone splits + a 3-class classifier trained on them)
 from test_pipeline import make_run
+
+from audiodiff.evaluate import score_sets
+from audiodiff.manifest import read_prepared_split
+from audiodiff.metrics import load_classifier
+from audiodiff.pipeline import AudioDiffusionPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 
 from audiodiff.audio import AudioConfig
-from audiodiff.evaluate import (NDBBins, am_score, fit_frames, format_table, frechet_distance,
-                                inception_score, kid, load_classifier, main, mel_statistics,
-                                modified_inception_score, ndb_score)
+from audiodiff.evaluate import format_table, main
+from audiodiff.metrics import (NDBBins, am_score, fit_frames, frechet_distance, inception_score, kid, load_classifier,
+                               mel_statistics, modified_inception_score, ndb_score)
 from audiodiff.nets.classifier import MelClassifier
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from test_pipeline import make_run
 
 from audiodiff.generate import NO_MODEL_HINT, main
-from test_pipeline import make_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--steps", "3", "--device", "cpu", "--quiet"]

@@ -204,7 +204,7 @@ def test_pipeline_from_objects_saves_and_loads(tmp_path):
 
 def test_train_composed_config_loads(tmp_path):
     """The config train.py writes (composed from recipes/) is one from_pretrained reads."""
-    from audiodiff.train import build, compose_config
+    from audiodiff.config import build, compose_config
 
     cfg = compose_config(["audio=small", "net=unet1d", "net.base_channels=8", "net.channel_mults=[1,2]",
                           "net.num_res_blocks=1", "net.attention_levels=[]", "net.head_dim=8", "data.dir=unused",

@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 
 from audiodiff.audio import AudioConfig, MelSpec, load_audio
-from audiodiff.data import ManifestError, load_manifest
-from audiodiff.prepare import compute_mel, main, prepare, scan_folder
+from audiodiff.manifest import ManifestError, load_manifest, scan_folder
+from audiodiff.prepare import compute_mel, main, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000

@@ -320,7 +320,8 @@ def test_folder_run_sh_picks_settings_and_user_overrides_win(tmp_path):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_dry_run_builds_the_net(experiment, capsys):
-    from audiodiff.train import compose_config, main
+    from audiodiff.config import compose_config
+    from audiodiff.train import main
 
     assert main([f"+experiment={experiment}", "data.dir=x", "--dry-run"]) == 0
     out = capsys.readouterr().out

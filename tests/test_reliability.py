@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import one_thread, overrides, prepared  # noqa: F401  (fixtures and the tiny config)
 
 from audiodiff.checkpoint import CheckpointError, list_checkpoints, load_latest, safe_load, save_checkpoint, verify
-from audiodiff.train import compose_config, main, train
-from test_train import one_thread, overrides, prepared  # noqa: F401  (fixtures and the tiny config)
+from audiodiff.config import compose_config
+from audiodiff.train import main, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -442,7 +443,7 @@ def test_pickled_code_is_refused_everywhere(base_run, prepared, tmp_path, capsys
         HiFiGAN(checkpoint=lone)
     assert "refused to load" in one_line(str(e.value))
     try:
-        from audiodiff.evaluate import load_classifier
+        from audiodiff.metrics import load_classifier
     except ImportError:
         load_classifier = None
     if load_classifier is not None:

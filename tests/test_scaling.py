@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import prepare_clips
 
 from audiodiff.audio import AudioConfig
 from audiodiff.data import MelDataset, bin_statistics
@@ -10,7 +11,6 @@ from audiodiff.diffusion.scaling import DataScaler
 from audiodiff.diffusion.schedules import NoiseSchedule
 from audiodiff.nets.unet import UNet
 from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
-from conftest import prepare_clips
 
 SMALL = AudioConfig(n_mels=16)
 
@@ -107,7 +107,7 @@ def test_model_with_broken_statistics_is_a_one_line_load_error(tmp_path):
 def test_a_constant_bin_gets_the_minimum_std_not_zero():
     from types import SimpleNamespace
 
-    from audiodiff.diffusion.scaling import MIN_STD
+    from audiodiff.data import MIN_STD
 
     frames = torch.randn(10, 4)
     frames[:, 2] = -1.0  # a bin that never changes (band-limited audio)

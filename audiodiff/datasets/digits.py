@@ -18,22 +18,20 @@ rate, pitch and pitch range; each clip jitters those a little. Splits are disjoi
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ._common import (SPLITS, DatasetError, build_parser, check_seed, check_workers, finish_build,
-                      finished_build, is_count, package_version, pool_context, read_manifest,
-                      run_build, split_sizes, start_build, write_splits, write_wav)
+from ._common import (SPLITS, DatasetError, build_parser, check_seed, check_workers, finish_build, finished_build,
+                      is_count, package_version, pool_context, read_manifest, run_build, split_sizes, start_build,
+                      write_splits, write_wav)
+from .espeak import Espeak
 
 __all__ = ["DIGITS", "SAMPLE_RATE", "CLIP_SAMPLES", "VOICES", "VARIANTS", "SPLITS",
            "DigitsError", "build_digits", "read_manifest", "main"]
@@ -98,17 +96,6 @@ class DigitsError(DatasetError):
 
 # ----------------------------------------------------------------------------- espeak-ng
 
-# speak_lib.h constants
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_INITIALIZE_DONT_EXIT = 0x8000
-_POS_CHARACTER = 1
-_CHARS_UTF8 = 1
-_RATE, _VOLUME_PARAM, _PITCH, _RANGE = 1, 2, 3, 4
-# int (*)(short *wav, int numsamples, espeak_EVENT *events); the events are not needed
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
-                                   ctypes.c_void_p)
-
-
 def _espeak_paths() -> tuple[str, str]:
     """(shared library, espeak-ng-data) from the espeakng-loader wheel."""
     try:
@@ -128,75 +115,6 @@ def _espeak_paths() -> tuple[str, str]:
     return lib, data
 
 
-def _load_unused(lib_path: str) -> ctypes.CDLL:
-    """The espeak-ng library with static state nobody has touched in this process.
-
-    A process forked from one that already used espeak-ng (a notebook, a test) shares that
-    instance and its state; a copy under another file name is a separate instance.
-    """
-    if hasattr(os, "RTLD_NOLOAD"):
-        try:
-            ctypes.CDLL(lib_path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
-        except OSError:
-            return ctypes.CDLL(lib_path)  # not loaded yet: the usual case
-        with tempfile.TemporaryDirectory(prefix="audiodiff-espeak-") as tmp:
-            private = Path(tmp) / Path(lib_path).name
-            shutil.copyfile(lib_path, private)
-            return ctypes.CDLL(str(private))  # stays mapped after the file is removed
-    return ctypes.CDLL(lib_path)
-
-
-class _Espeak:
-    """espeak-ng in synchronous mode; its state is process-global, so one per process."""
-
-    def __init__(self, lib_path: str, data_path: str) -> None:
-        lib = _load_unused(lib_path)
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(),
-                                     _INITIALIZE_DONT_EXIT)
-        if rate != SAMPLE_RATE:
-            raise RuntimeError(f"espeak_Initialize({data_path}) returned {rate}, "
-                               f"expected the sample rate {SAMPLE_RATE}")
-        self.lib = lib
-        self._chunks: list[bytes] = []
-        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference or ctypes frees it
-        lib.espeak_SetSynthCallback(self._callback)
-        try:  # some espeak-ng builds draw breath noise from libc rand(); seed it too
-            self._srand = ctypes.CDLL(None).srand
-        except (OSError, AttributeError):
-            self._srand = None
-
-    def _collect(self, wav, numsamples, events) -> int:
-        if numsamples > 0 and wav:
-            self._chunks.append(ctypes.string_at(wav, 2 * numsamples))
-        return 0  # 0 = go on
-
-    def say(self, word: str, voice: str, rate: int, pitch: int, pitch_range: int,
-            noise_seed: int) -> np.ndarray:
-        """int16 samples of `word`, with espeak's own leading and trailing silence."""
-        lib = self.lib
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise RuntimeError(f"espeak-ng has no voice {voice!r}")
-        for param, value in ((_RATE, rate), (_VOLUME_PARAM, _VOLUME), (_PITCH, pitch),
-                             (_RANGE, pitch_range)):
-            lib.espeak_SetParameter(param, int(value), 0)
-        lib.espeak_ng_SetRandSeed(noise_seed)
-        if self._srand is not None:
-            self._srand(noise_seed)
-        self._chunks = []
-        text = word.encode()
-        err = lib.espeak_Synth(text, len(text) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-        if err != 0:
-            raise RuntimeError(f"espeak_Synth({word!r}, voice {voice!r}) failed with code {err}")
-        lib.espeak_Synchronize()
-        return np.frombuffer(b"".join(self._chunks), dtype=np.int16)
-
-
 # ----------------------------------------------------------------------------- one clip
 
 def _speech_span(wave: np.ndarray) -> tuple[int, int]:
@@ -213,7 +131,7 @@ def _speech_span(wave: np.ndarray) -> tuple[int, int]:
     return start, end
 
 
-def _render_clip(engine: _Espeak, clip: dict) -> dict:
+def _render_clip(engine: Espeak, clip: dict) -> dict:
     """Synthesise one clip into clip["path"] (atomically); return what happened."""
     rate = clip["rate"]
     for attempt in range(_MAX_TRIES + 1):
@@ -250,7 +168,7 @@ def _render_clip(engine: _Espeak, clip: dict) -> dict:
 # whose espeak-ng has never spoken: a child forked from a worker that only initialised it, or
 # (without fork) a fresh pool process. That makes the bytes independent of --workers.
 
-_ENGINE: _Espeak | None = None
+_ENGINE: Espeak | None = None
 _ESPEAK_PATHS: tuple[str, str] | None = None
 
 
@@ -258,11 +176,11 @@ def _init_worker(lib_path: str, data_path: str) -> None:
     global _ENGINE, _ESPEAK_PATHS
     _ESPEAK_PATHS = (lib_path, data_path)
     if hasattr(os, "fork"):
-        _ENGINE = _Espeak(lib_path, data_path)  # initialised, never used here: children speak
+        _ENGINE = Espeak(lib_path, data_path, SAMPLE_RATE, _VOLUME)  # initialised, unused here: children speak
 
 
 def _render_speaker_here(clips: list[dict]) -> dict:
-    engine = _ENGINE if hasattr(os, "fork") else _Espeak(*_ESPEAK_PATHS)
+    engine = _ENGINE if hasattr(os, "fork") else Espeak(*_ESPEAK_PATHS, SAMPLE_RATE, _VOLUME)
     reports = [_render_clip(engine, clip) for clip in clips]
     return {"clips": len(reports), "resynthesised": sum(r["resynthesised"] for r in reports),
             "cropped": sum(r["cropped"] for r in reports)}

@@ -52,8 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (SPLITS, DatasetError, build_parser, finish_build, finished_build, read_manifest,
-                      run_build, split_sizes, start_build, write_splits, write_wav)
+from ._common import (SPLITS, DatasetError, build_parser, finish_build, finished_build, read_manifest, run_build,
+                      split_sizes, start_build, write_splits, write_wav)
 
 __all__ = ["LABELS", "SAMPLE_RATE", "CLIP_SAMPLES", "SPLITS", "DEFAULT_KITS_DIR", "DrumsError",
            "build_drums", "find_kits", "label_for", "read_manifest", "main"]
@@ -270,6 +270,44 @@ def _assign_splits(clips: list[dict]) -> str:
 
 # ----------------------------------------------------------------------------- build
 
+def _cut_all(candidates: list[dict], load_audio, decode_error, verbose: bool):
+    """(clips, int16 audio by source, silent count, unreadable reasons): each labelled file read and
+    cut at its onset (_cut); the audio is held until the splits are known."""
+    from tqdm import tqdm
+
+    clips, audio, silent, unreadable = [], {}, 0, []
+    for c in tqdm(candidates, unit="file", desc="drums", disable=not verbose):
+        try:
+            wave = load_audio(c["path_in"], SAMPLE_RATE, max_seconds=MAX_READ_SECONDS).numpy()
+        except decode_error as exc:
+            unreadable.append(str(exc))
+            continue
+        clip, info = _cut(wave)
+        if clip is None:
+            silent += 1
+            continue
+        c.update(info)
+        audio[c["source"]] = _pcm16(clip)
+        clips.append(c)
+    return clips, audio, silent, unreadable
+
+
+def _write_clips(out: Path, clips: list[dict], audio: dict) -> None:
+    """wavs/<split>/<label>/<kit>__<file>.wav for every clip (its "relpath"), names made unique."""
+    taken = set()
+    for c in sorted(clips, key=lambda c: c["source"]):
+        base = f"wavs/{c['split']}/{c['label_name']}/{_slug(c['kit'])}__{_slug(Path(c['file']).stem)}"
+        relpath, k = f"{base}.wav", 1
+        while relpath in taken:  # two names that slug alike ("a b.wav", "a_b.wav")
+            k += 1
+            relpath = f"{base}_{k}.wav"
+        taken.add(relpath)
+        c["relpath"] = relpath
+        path = out / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, audio[c["source"]], SAMPLE_RATE)
+
+
 def build_drums(out_dir: str | os.PathLike, kits_dir: str | os.PathLike = DEFAULT_KITS_DIR,
                 verbose: bool = True) -> dict:
     """Build (or confirm) the drum one-shot set in out_dir from the kits under kits_dir."""
@@ -301,40 +339,13 @@ def build_drums(out_dir: str | os.PathLike, kits_dir: str | os.PathLike = DEFAUL
     candidates, dropped = _inventory(kits, kits_dir)
     start_build(out, params)
 
-    from tqdm import tqdm
-
-    clips, silent, unreadable = [], 0, []
-    audio = {}
-    for c in tqdm(candidates, unit="file", desc="drums", disable=not verbose):
-        try:
-            wave = load_audio(c["path_in"], SAMPLE_RATE, max_seconds=MAX_READ_SECONDS).numpy()
-        except AudioFileError as exc:
-            unreadable.append(str(exc))
-            continue
-        clip, info = _cut(wave)
-        if clip is None:
-            silent += 1
-            continue
-        c.update(info)
-        audio[c["source"]] = _pcm16(clip)  # held until the splits are known
-        clips.append(c)
+    clips, audio, silent, unreadable = _cut_all(candidates, load_audio, AudioFileError, verbose)
     if not clips:
         raise DrumsError(f"no usable drum samples under {kits_dir} ({len(candidates)} labelled files: "
                          f"{silent} silent, {len(unreadable)} unreadable; {dropped['unlabelled']} unlabelled)")
     split_by = _assign_splits(clips)
 
-    taken = set()
-    for c in sorted(clips, key=lambda c: c["source"]):
-        base = f"wavs/{c['split']}/{c['label_name']}/{_slug(c['kit'])}__{_slug(Path(c['file']).stem)}"
-        relpath, k = f"{base}.wav", 1
-        while relpath in taken:  # two names that slug alike ("a b.wav", "a_b.wav")
-            k += 1
-            relpath = f"{base}_{k}.wav"
-        taken.add(relpath)
-        c["relpath"] = relpath
-        path = out / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(path, audio[c["source"]], SAMPLE_RATE)
+    _write_clips(out, clips, audio)
 
     counts = write_splits(
         out, clips, order=lambda c: (c["label"], c["kit"], c["source"]),

@@ -42,7 +42,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ._common import DatasetError, Parser, is_count, write_atomic, write_json, write_jsonl
+from ..atomic import write_text_atomic
+from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
 
 __all__ = ["AUDIO_EXTENSIONS", "FolderError", "scan_folder", "pick_overrides", "make_manifests", "main"]
 
@@ -192,7 +193,7 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, c
              "# egs/folder/run.sh passes these before your own key=value overrides, so yours win."]
     for key, value in overrides.items():  # the reason above each value: run.sh reads `key: value` lines
         lines += [f"# {reasons[key]}", f"{key}: {json.dumps(value)}"]
-    write_atomic(out / "overrides.yaml", "\n".join(lines) + "\n")
+    write_text_atomic(out / "overrides.yaml", "\n".join(lines) + "\n")
     info = {"dataset": "folder", "source": str(root), "files": len(entries), "readable": len(readable),
             "unreadable": [[e["id"], e["error"]] for e in entries if "error" in e][:20],
             "hours": round(sum(durations) / 3600, 4),

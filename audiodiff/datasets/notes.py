@@ -49,9 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (SPLITS, DatasetError, build_parser, check_seed, check_workers, finish_build,
-                      finished_build, is_count, package_version, pool_context, read_manifest,
-                      run_build, split_sizes, start_build, write_splits, write_wav)
+from ._common import (SPLITS, DatasetError, build_parser, check_seed, check_workers, finish_build, finished_build,
+                      is_count, package_version, pool_context, read_manifest, run_build, split_sizes, start_build,
+                      write_splits, write_wav)
 
 __all__ = ["FAMILIES", "VELOCITIES", "SAMPLE_RATE", "CLIP_SAMPLES", "NOTE_OFF_SAMPLES", "SPLITS",
            "NotesError", "build_notes", "default_soundfont", "read_manifest", "main"]
@@ -237,6 +237,27 @@ def _check_args(per_class, seed, workers) -> int:
     return check_workers(workers, NotesError)
 
 
+def _render_all(todo: list[dict], renderer, soundfont: Path, workers: int, verbose: bool) -> dict:
+    """{relpath: outcome} of every note, rendered in chunks here (one worker) or in a process pool."""
+    from tqdm import tqdm
+
+    outcome: dict = {}
+    chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
+    with tqdm(total=len(todo), unit="note", desc="notes", disable=not verbose) as bar:
+        if workers == 1 or len(chunks) == 1:
+            _init_worker(renderer)
+            for result in map(_render_chunk, chunks):
+                outcome.update(result)
+                bar.update(len(result))
+        else:
+            with pool_context().Pool(min(workers, len(chunks)), initializer=_init_worker,
+                                     initargs=(str(soundfont),)) as pool:
+                for result in pool.imap_unordered(_render_chunk, chunks):
+                    outcome.update(result)
+                    bar.update(len(result))
+    return outcome
+
+
 def build_notes(out_dir: str | os.PathLike, per_class: int = 1500, seed: int = 0,
                 soundfont: str | os.PathLike | None = None, workers: int | None = None,
                 verbose: bool = True) -> dict:
@@ -273,24 +294,8 @@ def build_notes(out_dir: str | os.PathLike, per_class: int = 1500, seed: int = 0
     for split in SPLITS:
         for family in FAMILIES:
             (wav_root / split / family.name).mkdir(parents=True, exist_ok=True)
-    todo = [{**c, "path": str(out / c["relpath"])} for c in clips]
-    outcome = {}
-
-    from tqdm import tqdm
-
-    chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
-    with tqdm(total=len(clips), unit="note", desc="notes", disable=not verbose) as bar:
-        if workers == 1 or len(chunks) == 1:
-            _init_worker(renderer)
-            for result in map(_render_chunk, chunks):
-                outcome.update(result)
-                bar.update(len(result))
-        else:
-            with pool_context().Pool(min(workers, len(chunks)), initializer=_init_worker,
-                                     initargs=(str(soundfont),)) as pool:
-                for result in pool.imap_unordered(_render_chunk, chunks):
-                    outcome.update(result)
-                    bar.update(len(result))
+    outcome = _render_all([{**c, "path": str(out / c["relpath"])} for c in clips], renderer, soundfont,
+                          workers, verbose)
 
     kept = [c for c in clips if not outcome[c["relpath"]]["silent"]]
     counts = write_splits(

@@ -1,7 +1,7 @@
 """Diffusion math: schedules, training objective, samplers, classifier-free guidance."""
 from .guidance import classifier_free_guidance, make_eps_fn, model_eps_fn
-from .objectives import (PREDICTIONS, diffusion_loss, drop_labels, min_snr_weight, q_sample, sample_timesteps,
-                         to_eps, to_x0)
+from .objectives import (PREDICTIONS, diffusion_loss, drop_labels, min_snr_weight, q_sample, sample_timesteps, to_eps,
+                         to_x0)
 from .samplers import SAMPLERS, ddim, ddpm, dpmpp_2m, get_sampler, per_sample_noise, timesteps
 from .schedules import NoiseSchedule
 

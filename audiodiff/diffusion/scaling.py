@@ -28,8 +28,6 @@ from collections.abc import Sequence
 
 import torch
 
-MIN_STD = 1e-3  # floor of the fitted std (data.bin_statistics): a constant bin is not divided by ~0
-
 
 class DataScaler:
     """mel <-> diffusion state, per mel bin. mean, std: [n_mels] (lists or tensors)."""

@@ -1,0 +1,243 @@
+"""Lists of audio files: manifests (jsonl, Kaldi wav.scp), prepared folders and folder scans.
+
+The data-directory contract (ESPnet's data dirs): `load_manifest` reads what users write,
+`scan_folder` finds audio under a folder without ever following a loop or opening a FIFO, and
+`read_prepared` reads what `python -m audiodiff.prepare` writes (manifest.jsonl + cache.json).
+`read_prepared_split` loads a prepared folder's cached mels for scoring; `resolve_audio_files`
+turns any of these (or a list) into audio files.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AUDIO_EXTENSIONS, AudioConfig
+from .cli import UsageError, one_line
+
+
+class ManifestError(ValueError):
+    """A manifest line is unusable; the message names the file and line number."""
+
+
+def load_manifest(path: str | Path) -> list[dict]:
+    """Read a jsonl manifest ({"path", ...} a line) or a Kaldi wav.scp ("<id> <path>" a line).
+
+    Returns one dict per entry with "path" made absolute (relative paths are resolved
+    against the manifest's folder), "id" (given, else the path as written) and "_line" (its
+    line number). "label", when present, must be an int >= 0 or a name (str). Blank lines
+    are skipped. Raises ManifestError naming file:line for anything else, and for
+    duplicate paths or ids.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e})") from None
+    scp = path.suffix != ".jsonl" and path.name.endswith(".scp")
+    base = path.resolve().parent
+    entries, seen_paths, seen_ids = [], {}, {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        if scp:
+            parts = line.strip().split(maxsplit=1)
+            if len(parts) != 2:
+                raise ManifestError(f"{where}: expected '<id> <path>', got {line.strip()[:80]!r}")
+            if parts[1].rstrip().endswith("|"):
+                raise ManifestError(f"{where}: piped commands are not supported; decode to audio files first")
+            entry = {"id": parts[0], "path": parts[1].strip()}
+        else:
+            try:
+                entry = json.loads(line)
+            except ValueError as e:
+                raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(entry, dict):
+                raise ManifestError(f"{where}: expected a JSON object like {{\"path\": \"a.wav\"}}, "
+                                    f"got {type(entry).__name__}")
+        p = entry.get("path")
+        if not isinstance(p, str) or not p:
+            raise ManifestError(f"{where}: missing \"path\" (a non-empty string); every line needs one")
+        label = entry.get("label")
+        if label is not None and not (isinstance(label, str) or
+                                      (isinstance(label, int) and not isinstance(label, bool) and label >= 0)):
+            raise ManifestError(f"{where}: label {label!r} must be an integer >= 0 or a name (string)")
+        if "id" in entry and not isinstance(entry["id"], str):
+            entry["id"] = str(entry["id"])
+        entry.setdefault("id", p)
+        full = os.path.normpath(os.path.join(base, os.path.expanduser(p)))
+        if full in seen_paths:
+            raise ManifestError(f"{where}: duplicate path {p!r} (first on line {seen_paths[full]})")
+        if entry["id"] in seen_ids:
+            raise ManifestError(f"{where}: duplicate id {entry['id']!r} (first on line {seen_ids[entry['id']]})")
+        seen_paths[full], seen_ids[entry["id"]] = n, n
+        entry["path"], entry["_line"] = full, n
+        entries.append(entry)
+    return entries
+
+
+def read_prepared(prepared_dir: str | Path) -> tuple[list[dict], dict]:
+    """(manifest entries, cache.json) of a folder written by audiodiff.prepare, checked to agree."""
+    d = Path(prepared_dir)
+    manifest, cache_path = d / "manifest.jsonl", d / "cache.json"
+    if not manifest.is_file() or not cache_path.is_file():
+        raise FileNotFoundError(f"{d} is not a prepared folder (needs manifest.jsonl and cache.json); "
+                                f"run: python -m audiodiff.prepare AUDIO_DIR --out {d}")
+    try:
+        cache = json.loads(cache_path.read_text())
+        entries = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except ValueError as e:
+        raise ValueError(f"{d}: damaged manifest.jsonl or cache.json ({e}); re-run python -m audiodiff.prepare "
+                         f"AUDIO_DIR --out {d}") from None
+    key = cache.get("key")
+    for e in entries:
+        if not e.get("feats", "").startswith(f"feats/{key}/"):
+            raise ValueError(f"{d}: manifest.jsonl and cache.json disagree ({e.get('feats')!r} is not under "
+                             f"feats/{key}/); an interrupted prepare? Re-run python -m audiodiff.prepare")
+    return entries, cache
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def _has_audio_ext(name: str) -> bool:
+    return name.lower().endswith(AUDIO_EXTENSIONS)
+
+
+def scan_folder(root: str | Path, exclude: str | Path | None = None):
+    """Audio files under `root`, recursively, sorted; symlinks followed, loops never.
+
+    Returns (entries [{"path", "id"}], skipped [(path, reason)], ignored count).
+    Broken symlinks, symlink loops, directories named like audio, unreadable directories
+    and non-regular files (FIFOs would hang a reader) are skipped with a reason.
+    """
+    root = os.path.abspath(os.fspath(root))
+    exclude = os.path.abspath(os.fspath(exclude)) if exclude is not None else None
+    entries, skipped, ignored = [], [], 0
+    st = os.stat(root)
+    visited = {(st.st_dev, st.st_ino): root}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                children = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            skipped.append((folder, f"unreadable directory: {e.strerror or e}"))
+            continue
+        subdirs = []
+        for child in children:
+            path = child.path
+            if exclude is not None and path == exclude:
+                continue
+            try:
+                st = os.stat(path)  # follows symlinks
+            except OSError as e:
+                if child.is_symlink():
+                    if e.errno == errno.ELOOP:
+                        skipped.append((path, "symlink loop: the link resolves to itself"))
+                    else:
+                        skipped.append((path, f"broken symlink: target {os.readlink(path)!r} does not exist"))
+                else:
+                    skipped.append((path, f"unreadable: {e.strerror or e}"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if _has_audio_ext(child.name):
+                    skipped.append((path, "not a file: a directory named like audio (searched inside)"))
+                key = (st.st_dev, st.st_ino)
+                if key in visited:
+                    skipped.append((path, "symlink loop: directory already searched as "
+                                          f"{visited[key]!r}"))
+                    continue
+                visited[key] = path
+                subdirs.append(path)
+            elif _has_audio_ext(child.name):
+                if not stat.S_ISREG(st.st_mode):
+                    skipped.append((path, "not a regular file (FIFO, socket or device)"))
+                    continue
+                entries.append({"path": path, "id": os.path.relpath(path, root).replace(os.sep, "/")})
+            else:
+                ignored += 1
+        stack.extend(reversed(subdirs))
+    entries.sort(key=lambda e: os.fsencode(e["path"]))
+    return entries, skipped, ignored
+
+
+def resolve_audio_files(data, split: str | None = None) -> list[Path]:
+    """Audio files from a prepared folder, a plain folder, a manifest (.jsonl/.scp), one file or a list."""
+    if isinstance(data, (list, tuple)):
+        files = [Path(p) for p in data]
+    else:
+        path = Path(data)
+        if path.is_dir() and (path / "manifest.jsonl").is_file() and (path / "cache.json").is_file():
+            entries, _ = read_prepared(path)
+            if split is not None:
+                entries = [e for e in entries if e.get("split") == split]
+            files = [Path(e["path"]) for e in entries]
+        elif path.is_dir():
+            files = [Path(e["path"]) for e in scan_folder(path)[0]]  # sorted; no loops, no FIFOs
+        elif path.is_file() and (path.suffix == ".jsonl" or path.name.endswith(".scp")):
+            entries = load_manifest(path)
+            if split is not None:
+                entries = [e for e in entries if e.get("split") == split]
+            files = [Path(e["path"]) for e in entries]
+        elif path.is_file():
+            files = [path]
+        else:
+            raise FileNotFoundError(f"vocoder data {str(data)!r} does not exist; give a prepared folder, "
+                                    "an audio folder, a .jsonl or wav.scp manifest, or a list of files")
+    if not files:
+        raise ValueError(f"vocoder data {str(data)!r} has no audio files"
+                         + (f" with split={split!r}" if split else "") + f" ({', '.join(AUDIO_EXTENSIONS)})")
+    return files
+
+
+@dataclass
+class ClipSet:
+    """Clips to score: normalised log-mels [n_mels, F] in one audio config, with labels (-1 unknown)."""
+
+    name: str
+    mels: list
+    labels: np.ndarray
+    audio_config: AudioConfig
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def read_prepared_split(prepared_dir: str | os.PathLike, name: str, audio_config: AudioConfig | None = None) -> ClipSet:
+    """The cached mels and labels of a folder written by audiodiff.prepare. When `audio_config` is
+    given, the folder's must equal it (else UsageError naming both values)."""
+    d = Path(prepared_dir)
+    try:
+        entries, cache = read_prepared(d)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(one_line(e)) from None
+    if not entries:
+        raise UsageError(f"{d}/manifest.jsonl lists no clips; see {d}/skipped.tsv")
+    config = AudioConfig.from_dict(cache["audio_config"])
+    if audio_config is not None:
+        diff = audio_config.describe_mismatch(config, ours="classifier", theirs=f"{d}")
+        if diff:
+            raise UsageError(f"{d} was prepared with another mel than the classifier's ({diff}); prepare it "
+                                "with the classifier's audio config (python -m audiodiff.prepare --audio-config)")
+    mels, labels = [], []
+    for e in entries:
+        try:
+            arr = np.load(d / e["feats"])
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{d / e['feats']}: cannot read cached features ({err}); re-run "
+                                "python -m audiodiff.prepare") from None
+        mels.append(torch.from_numpy(arr.astype(np.float32)).T.contiguous())  # [n_mels, F]
+        label = e.get("label", -1)
+        labels.append(int(label) if isinstance(label, int) else -1)
+    return ClipSet(name, mels, np.array(labels, dtype=np.int64), config)
