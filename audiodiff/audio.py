@@ -182,6 +182,17 @@ def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     return torch.from_numpy(out).to(device=wave.device, dtype=wave.dtype)
 
 
+def fit_wave(wave, sample_rate: int, config: AudioConfig) -> torch.Tensor:
+    """A waveform (any shape, flattened) as MelSpec(config) takes it: float32 [T] at config.sample_rate,
+    zero-padded to n_fft samples when too short for one STFT frame."""
+    wave = torch.as_tensor(wave).float().reshape(-1)
+    if sample_rate != config.sample_rate:
+        wave = resample(wave, sample_rate, config.sample_rate)
+    if wave.shape[-1] <= config.n_fft // 2:
+        wave = torch.nn.functional.pad(wave, (0, config.n_fft - wave.shape[-1]))
+    return wave
+
+
 def load_audio(path: str | Path, sample_rate: int | None = None, *,
                max_seconds: float | None = None) -> torch.Tensor:
     """Read a file as a mono float32 waveform [T] in [-1, 1], resampled to `sample_rate`.
@@ -264,6 +275,10 @@ class MelSpec(nn.Module):
     mel filters, natural log with a floor, then the config's normalisation. Runs on any
     device and dtype-safe: the STFT is always computed in float32.
     """
+
+    window: torch.Tensor  # buffers, registered in __init__
+    mel_basis: torch.Tensor
+    mel_pinv: torch.Tensor
 
     def __init__(self, config: AudioConfig | None = None) -> None:
         super().__init__()

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import IO, cast
 
 import torch
 import torch.distributed as dist
@@ -58,7 +59,8 @@ class _RecordingWriter:
     reports a failed write (a full disk) as an opaque RuntimeError."""
 
     def __init__(self, file) -> None:
-        self.file, self.error = file, None
+        self.file = file
+        self.error: OSError | None = None
 
     def write(self, data) -> int:
         try:
@@ -76,7 +78,7 @@ def _write_temporary(obj, tmp: Path) -> str:
     with open(tmp, "wb") as f:
         writer = _RecordingWriter(f)
         try:
-            torch.save(obj, writer)
+            torch.save(obj, cast(IO[bytes], writer))  # a duck-typed file: write and flush suffice
         except Exception:
             if writer.error is not None:
                 raise writer.error from None

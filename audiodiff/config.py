@@ -16,6 +16,7 @@ import numbers
 import os
 import re
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -50,7 +51,7 @@ def compose_config(overrides: list[str], recipes: Path | None = None, check_miss
     try:
         for key in cfg:  # resolve interpolations, leaving ??? values for --get and --cfg
             if key not in missing:
-                OmegaConf.select(cfg, key)
+                OmegaConf.select(cfg, cast(str, key))  # a composed config's keys are strings
         if not missing:
             OmegaConf.resolve(cfg)
     except Exception as e:

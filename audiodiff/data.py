@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sized, cast
 
 import numpy as np
 import torch
@@ -344,8 +344,8 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: i
             rank, world_size = dist.get_rank(), dist.get_world_size()
     else:
         rank, world_size = 0, 1
-    sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
-                               pad=True, with_epoch=getattr(dataset, "takes_epoch_keys", False))
+    sampler = ResumableSampler(len(cast(Sized, dataset)), shuffle=shuffle, seed=seed, rank=rank,
+                               world_size=world_size, pad=True, with_epoch=getattr(dataset, "takes_epoch_keys", False))
     if drop_last and sampler.per_rank < batch_size:
         raise ValueError(f"the dataset has {sampler.per_rank} item(s) per rank, fewer than batch_size="
                          f"{batch_size} with drop_last=True, so an epoch would have no batch; lower the "
@@ -356,7 +356,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: i
                       persistent_workers=num_workers > 0, worker_init_fn=_worker_init if num_workers else None)
 
 
-def batches(loader: DataLoader, position: dict | None = None) -> Iterator[tuple[dict, dict]]:
+def batches(loader: DataLoader, position: dict | None = None) -> Iterator[tuple[dict, Any]]:
     """Endless (position, batch) pairs from data position `position` (None: the start).
 
     position = {"epoch", "batch", "batch_size", "world_size", "seed"}: after the yielded
@@ -377,7 +377,7 @@ def batches(loader: DataLoader, position: dict | None = None) -> Iterator[tuple[
                              f"keep them, or resume from the next epoch: {{'epoch': {epoch + 1}, 'batch': 0}}")
     while True:
         sampler.set_epoch(epoch)
-        sampler.set_start(done * loader.batch_size)
+        sampler.set_start(done * cast(int, loader.batch_size))  # make_loader's loaders have one
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(epoch)
         fresh = done == 0

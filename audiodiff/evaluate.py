@@ -39,12 +39,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 
 from .atomic import write_json_atomic
-from .audio import AudioConfig, AudioFileError, MelSpec, load_audio, resample
+from .audio import AudioConfig, AudioFileError, MelSpec, fit_wave, load_audio
 from .cli import OneLineParser, UsageError, one_line
 from .install import InstallError
 from .manifest import ClipSet, read_prepared_split, scan_folder
@@ -59,17 +60,13 @@ DEFAULT_NUM = 2048
 # --------------------------------------------------------------------------- inputs
 
 def waves_to_mels(waves, sample_rate: int, config: AudioConfig, mel_spec: MelSpec | None = None) -> list:
-    """Waveforms ([T] tensors, or [B, T]) at sample_rate -> normalised log-mels [n_mels, F] in `config`.
-    Clips too short for one STFT frame are zero-padded to n_fft samples."""
+    """Waveforms ([T] tensors, or [B, T]) at sample_rate -> normalised log-mels [n_mels, F] in `config`
+    (audio.fit_wave: resampled; clips too short for one STFT frame zero-padded to n_fft samples)."""
     mel_spec = mel_spec or MelSpec(config)
     out = []
     for w in waves:
-        w = torch.as_tensor(w).float().reshape(-1)
-        if sample_rate != config.sample_rate:
-            w = resample(w, sample_rate, config.sample_rate)
-        if w.shape[-1] <= config.n_fft // 2:
-            w = torch.nn.functional.pad(w, (0, config.n_fft - w.shape[-1]))
-        out.append(mel_spec(w.unsqueeze(0).to(mel_spec.mel_basis.device))[0].cpu())  # [n_mels, F]
+        w = fit_wave(w, sample_rate, config).to(mel_spec.mel_basis.device)
+        out.append(mel_spec(w.unsqueeze(0))[0].cpu())  # [n_mels, F]
     return out
 
 
@@ -168,8 +165,9 @@ def score_sets(sets: list[ClipSet], classifier=None, classifier_info: dict | Non
                reference: ClipSet | None = None, device=None, kid_subsets: int = 100, seed: int = 0) -> dict:
     """Score each ClipSet: {name: {metric: value}}. With a classifier: accuracy, IS, mIS, and with a
     reference (the train split) FID, AM and NDB/K too. With a reference: FD-mel and KID-mel."""
-    rows = {s.name: {"num": len(s.mels)} for s in sets}
+    rows: dict[str, dict] = {s.name: {"num": len(s.mels)} for s in sets}
     if classifier is not None:
+        assert classifier_info is not None  # a classifier comes with its checkpoint's info (load_classifier)
         scorer = ClassifierScorer(classifier, classifier_info, reference.mels if reference is not None else None,
                                   device=device, seed=seed)
         for s in sets:
@@ -192,12 +190,7 @@ def vocoder_metrics(waves: list, sample_rate: int, vocoder, device=None) -> dict
     totals = {"MR-STFT": 0.0, "LSD": 0.0, "mel-L1": 0.0}
     with torch.no_grad():
         for w in waves:
-            w = torch.as_tensor(w).float().reshape(-1)
-            if sample_rate != config.sample_rate:
-                w = resample(w, sample_rate, config.sample_rate)
-            w = w.to(mel_spec.mel_basis.device)
-            if w.shape[-1] <= config.n_fft // 2:
-                w = torch.nn.functional.pad(w, (0, config.n_fft - w.shape[-1]))
+            w = fit_wave(w, sample_rate, config).to(mel_spec.mel_basis.device)
             est = vocoder(mel_spec(w.unsqueeze(0)))[0]  # [F * hop]
             totals["MR-STFT"] += float(multi_resolution_stft_distance(est, w))
             totals["LSD"] += float(log_spectral_distance(est, w))
@@ -290,6 +283,7 @@ def run(args) -> dict:
     except ValueError as e:
         raise UsageError(str(e).replace("device=", "--device ")) from None
 
+    config: AudioConfig | None  # for samples, None until the classifier's or the reference's
     if args.vocoder_metrics:
         config = AudioConfig()
         if args.reference is not None:
@@ -323,7 +317,7 @@ def run(args) -> dict:
                             "--reference) or --reference PREPARED_TRAIN_DIR (FD-mel, KID-mel)")
     config = info["audio_config"] if info is not None else None
     reference = read_prepared_split(reference_dir, "train", config) if reference_dir is not None else None
-    config = config or reference.audio_config
+    config = config or cast(ClipSet, reference).audio_config  # no classifier: --reference is required above
     test = read_prepared_split(test_dir, "test", config) if test_dir is not None else None
     if args.clips is not None:
         clips = load_clips(args.clips, config, limit=args.num, seed=args.seed)

@@ -146,7 +146,7 @@ def prepare_net(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if torch.device(device).type == "cuda" and getattr(net, "dims", None) == 2:
         conv = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
         if conv is not None and not conv.weight.is_contiguous(memory_format=torch.channels_last):
-            net.to(memory_format=torch.channels_last)
+            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stub
     return net
 
 
@@ -248,5 +248,6 @@ def graphed_eps_fn(cache: OrderedDict, net, schedule, prediction: str, x_like: t
         cache.move_to_end(key)
     runner, static_labels = entry
     if labels is not None:
+        assert static_labels is not None  # the key holds the labels' shape, so this entry cloned them
         static_labels.copy_(labels)
     return runner

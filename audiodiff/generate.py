@@ -131,7 +131,7 @@ def save_mel_png(path: Path, mel, normalization: str = "minmax") -> None:
     fig = Figure(figsize=(3.2, 1.6), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
-    limits = {"vmin": -1.0, "vmax": 1.0} if normalization == "minmax" else {}
+    limits: dict = {"vmin": -1.0, "vmax": 1.0} if normalization == "minmax" else {}
     ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", interpolation="nearest", **limits)
     ax.set_axis_off()
     fig.savefig(path, format="png")

@@ -297,6 +297,7 @@ def _load_safetensors(file: Path) -> dict:
 def _load_run_weights(spec: ModelSpec) -> tuple[dict, Path, int | None]:
     """EMA state dict of a run's newest good checkpoint (or of spec.checkpoint), its path and step."""
     folder = spec.path / "checkpoints"
+    file: Path | None  # load_latest's is None only together with its state
     if spec.checkpoint is not None:
         reason = verify(spec.checkpoint)
         if reason is not None:
@@ -328,6 +329,7 @@ def _load_run_weights(spec: ModelSpec) -> tuple[dict, Path, int | None]:
                                  f"says ({mismatch})")
     weights = state.get("ema", state.get("model"))
     step = state.get("step")
+    assert file is not None and isinstance(weights, dict)  # both checked above
     return weights, file, int(step) if isinstance(step, int) else None
 
 

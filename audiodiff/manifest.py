@@ -15,6 +15,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,9 @@ def load_manifest(path: str | Path) -> list[dict]:
         raise ManifestError(f"{path}: cannot read the manifest ({e})") from None
     scp = path.suffix != ".jsonl" and path.name.endswith(".scp")
     base = path.resolve().parent
-    entries, seen_paths, seen_ids = [], {}, {}
+    entries: list[dict] = []
+    seen_paths: dict[str, int] = {}  # path -> its first line
+    seen_ids: dict[str, int] = {}  # id -> its first line
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -56,12 +59,14 @@ def load_manifest(path: str | Path) -> list[dict]:
                 raise ManifestError(f"{where}: expected '<id> <path>', got {line.strip()[:80]!r}")
             if parts[1].rstrip().endswith("|"):
                 raise ManifestError(f"{where}: piped commands are not supported; decode to audio files first")
-            entry = {"id": parts[0], "path": parts[1].strip()}
+            entry: dict[str, Any] = {"id": parts[0], "path": parts[1].strip()}
         else:
             try:
                 entry = json.loads(line)
-            except ValueError as e:
+            except json.JSONDecodeError as e:
                 raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except ValueError as e:  # valid JSON that Python refuses, e.g. an integer of 5,000 digits
+                raise ManifestError(f"{where}: unreadable JSON ({' '.join(str(e).split())[:120]})") from None
             if not isinstance(entry, dict):
                 raise ManifestError(f"{where}: expected a JSON object like {{\"path\": \"a.wav\"}}, "
                                     f"got {type(entry).__name__}")
@@ -96,8 +101,8 @@ def read_prepared(prepared_dir: str | Path) -> tuple[list[dict], dict]:
     try:
         cache = json.loads(cache_path.read_text())
         entries = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except ValueError as e:
-        raise ValueError(f"{d}: damaged manifest.jsonl or cache.json ({e}); re-run python -m audiodiff.prepare "
+    except ValueError as err:
+        raise ValueError(f"{d}: damaged manifest.jsonl or cache.json ({err}); re-run python -m audiodiff.prepare "
                          f"AUDIO_DIR --out {d}") from None
     key = cache.get("key")
     for e in entries:
@@ -220,8 +225,8 @@ def read_prepared_split(prepared_dir: str | os.PathLike, name: str, audio_config
     d = Path(prepared_dir)
     try:
         entries, cache = read_prepared(d)
-    except (FileNotFoundError, ValueError) as e:
-        raise UsageError(one_line(e)) from None
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(one_line(err)) from None
     if not entries:
         raise UsageError(f"{d}/manifest.jsonl lists no clips; see {d}/skipped.tsv")
     config = AudioConfig.from_dict(cache["audio_config"])

@@ -32,7 +32,7 @@ def ema_copy(net: nn.Module) -> nn.Module:
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, parameter by parameter; buffers are copied."""
-    e = list(ema.parameters())
+    e: list[torch.Tensor] = list(ema.parameters())
     torch._foreach_lerp_(e, [p.detach().to(q.dtype) for p, q in zip(model.parameters(), e)], 1 - decay)
     for be, bm in zip(ema.buffers(), model.buffers()):
         be.copy_(bm)

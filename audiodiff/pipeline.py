@@ -25,6 +25,7 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -39,7 +40,7 @@ from .diffusion.scaling import DataScaler
 from .hub import (ModelLoadError, build_net, check_request, hifigan_checkpoint, load_weights, match_weights,
                   read_model_config, save_model_dir)
 from .runtime import pick_device
-from .vocoders import IncompatibleVocoderError, get_vocoder
+from .vocoders import IncompatibleVocoderError, check_compatible, get_vocoder, vocoder_key
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -95,6 +96,9 @@ class AudioDiffusionPipeline:
     small nets. False gives the plain eager path. Samples agree to float rounding either way.
     """
 
+    path: Path  # set by from_pretrained only: the model's folder and the weights file
+    source: Path
+
     def __init__(self, net: nn.Module, schedule, audio_config: AudioConfig, prediction: str = "eps",
                  num_classes: int = 0, vocoder=None, config: dict | None = None,
                  segment_frames: int | None = None) -> None:
@@ -114,8 +118,8 @@ class AudioDiffusionPipeline:
         self.segment_frames = int(self.config["segment_frames"])
         # Per-bin standardisation the net was trained in (audiodiff.diffusion.scaling); None = identity.
         self.scaler = DataScaler.from_config(self.config.get("diffusion"), audio_config.n_mels)
-        self.vocoder = None
-        self.vocoder_name = None
+        self.vocoder: Any = None  # a Vocoder module or any callable mel -> waveform; set just below
+        self.vocoder_name: str | None = None
         self.set_vocoder("griffinlim" if vocoder is None else vocoder)
         self.fast = True
         self._graphs: OrderedDict = OrderedDict()  # audiodiff.fast's captured denoisers
@@ -154,7 +158,7 @@ class AudioDiffusionPipeline:
         folder); its audio config must match the model's, else IncompatibleVocoderError naming both values."""
         if isinstance(vocoder, (str, os.PathLike)):
             name = str(vocoder)
-            key = name.lower().replace("-", "").replace("_", "")
+            key = vocoder_key(name)
             if key == "griffinlim":
                 # Zero phase, not random phase: the same seed must give the same bytes, and the global
                 # RNG is no per-sample generator. Quality is the same (MR-STFT distance to the original
@@ -173,16 +177,7 @@ class AudioDiffusionPipeline:
                     raise ValueError(f"{file}: cannot load a HiFi-GAN generator ({reason})") from None
         else:
             name = getattr(vocoder, "name", type(vocoder).__name__)
-        theirs = getattr(vocoder, "audio_config", None)
-        if theirs is None:
-            raise ValueError(f"vocoder {name!r} has no .audio_config; a vocoder must declare the mel it takes")
-        if isinstance(theirs, dict):
-            theirs = AudioConfig.from_dict(theirs)
-        mismatch = self.audio_config.describe_mismatch(theirs, "model", f"vocoder {name}")
-        if mismatch:
-            raise IncompatibleVocoderError(
-                f"the model's mel and vocoder {name!r}'s differ ({mismatch}); use a vocoder trained on the "
-                "model's audio config, or griffinlim, which fits any mel")
+        check_compatible(vocoder, self.audio_config)
         if isinstance(vocoder, nn.Module):
             vocoder = vocoder.eval().to(self.device)
         self.vocoder, self.vocoder_name = vocoder, name
@@ -296,7 +291,8 @@ class AudioDiffusionPipeline:
             if use_bf16:  # autocast at the network boundary only; the sampler stays float32
                 eps_fn = fast.bf16_eps_fn(eps_fn, device.type)
         low, high = self.data_range()
-        state_low, state_high = low, high  # the mel range in the units the sampler works in
+        state_low: float | torch.Tensor = low  # the mel range in the units the sampler works in
+        state_high: float | torch.Tensor = high
         if self.scaler is not None:
             state_low, state_high = self.scaler.bounds(low, high, device)  # [n_mels, 1] each
         if clip:

@@ -301,7 +301,7 @@ def _escape_path(path: str) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     """One line of valid UTF-8: whitespace runs become one space, stray bytes become \\xNN."""
     text = " ".join(str(text).split())
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -326,8 +326,8 @@ def _manifest_entries(path: Path, labels_path: Path | None):
     """Entries of an input manifest with labels resolved to ints; label map (or None)."""
     try:
         entries = load_manifest(path)
-    except ManifestError as e:
-        raise PrepareArgumentError(str(e)) from None
+    except ManifestError as err:
+        raise PrepareArgumentError(str(err)) from None
     if labels_path is None and (path.parent / "labels.json").is_file():
         labels_path = path.parent / "labels.json"
     mapping = _read_labels_json(labels_path) if labels_path is not None else None
@@ -342,6 +342,7 @@ def _manifest_entries(path: Path, labels_path: Path | None):
     for e in entries:
         if isinstance(e.get("label"), str):
             name = e["label"]
+            assert mapping is not None  # names were found, so a mapping was read or made above
             if name not in mapping:
                 raise PrepareArgumentError(
                     f"{path}:{e['_line']}: label {name!r} is not in {labels_path}; add it there or "
@@ -490,7 +491,10 @@ def _plan(entries: list, out: Path, key: str, old_files: dict, task: dict, repor
         if not stat.S_ISREG(st.st_mode):
             results[i] = {"status": "skip", "reason": "not a regular file (FIFO, socket or device)"}
             continue
-        feat_name = hashlib.sha1(os.fsencode(path)).hexdigest()[:20] + ".npy"
+        # named by path, size and mtime: a changed file's new features never overwrite the ones the
+        # previous manifest names, so an interrupted run leaves the previous outputs consistent
+        identity = os.fsencode(path) + f"\0{st.st_size}\0{st.st_mtime_ns}".encode()
+        feat_name = hashlib.sha1(identity).hexdigest()[:20] + ".npy"
         e["feats"] = f"feats/{key}/{feat_name}"
         stats[i] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
         cached = old_files.get(path)
@@ -668,6 +672,10 @@ def main(argv: list[str] | None = None) -> int:
     except (InstallError, EnvironmentFault) as e:
         print(f"{p.prog}: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{p.prog}: interrupted; the previous outputs are kept; re-run the same command to go on "
+              "(files unchanged since the last complete run are not decoded again)", file=sys.stderr)
+        return 130
     print(report.summary())
     if report.usable == 0:
         print(f"{p.prog}: no usable audio in {args.input}; see {report.skipped_path}", file=sys.stderr)

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,7 +40,7 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
 
 def rng_state() -> dict:
     """The global torch generator's state, and every CUDA device's when there are GPUs."""
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         if get is not None:
             value = OmegaConf.select(cfg, get, default="__missing__")
             if value == "__missing__":
+                parent, _, leaf = get.rpartition(".")
+                node = OmegaConf.select(cfg, parent) if parent else cfg
+                if OmegaConf.is_config(node) and leaf in node.keys() and OmegaConf.is_missing(node, leaf):
+                    raise UsageError(f"config key {get!r} has no value yet (???); pass {get}=...")
                 raise UsageError(f"config has no key {get!r}")
             print(OmegaConf.to_yaml(value).strip() if OmegaConf.is_config(value) else value)
             return 0

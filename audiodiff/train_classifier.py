@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -79,10 +80,20 @@ def augment_batch(mel: torch.Tensor, silence: float, gain: float, shift: int, fr
 
 
 @torch.no_grad()
-def split_accuracy(net, clips, frames: int, silence: float, device, batch_size: int = 256) -> float:
-    """Accuracy on a ClipSet (audiodiff.evaluate), each clip fitted to `frames`."""
+def split_accuracy(net, clips, frames: int, silence: float, device, batch_size: int = 256) -> float | None:
+    """Accuracy on a ClipSet (audiodiff.evaluate), each clip fitted to `frames`; None when no clip has a label."""
     probs, _ = classify(net, clips.mels, frames, silence, batch_size=batch_size, device=device)
     return accuracy(probs, clips.labels)
+
+
+def _read_splits(prepared_dir, valid_dir, test_dir, config):
+    """(valid or None, test or None, train) ClipSets scored during and after training."""
+    valid = read_prepared_split(valid_dir, "valid", config) if valid_dir is not None else None
+    if valid is not None and (valid.labels < 0).all():
+        raise ValueError(f"{valid_dir}: no clip has a label, so validation cannot pick the best weights; "
+                         "label the valid split or drop valid_dir")
+    test = read_prepared_split(test_dir, "test", config) if test_dir is not None else None
+    return valid, test, read_prepared_split(prepared_dir, "train", config)
 
 
 def train_classifier(prepared_dir, run_dir, valid_dir=None, test_dir=None, num_classes: int | None = None,
@@ -121,12 +132,10 @@ def train_classifier(prepared_dir, run_dir, valid_dir=None, test_dir=None, num_c
     scale = 2.0 / (config.log_max - math.log(config.log_floor)) if config.normalization == "minmax" else 1.0
     gain = gain_db * math.log(10) / 20 * scale
 
-    valid = read_prepared_split(valid_dir, "valid", config) if valid_dir is not None else None
-    test = read_prepared_split(test_dir, "test", config) if test_dir is not None else None
-    train_eval = read_prepared_split(prepared_dir, "train", config)
+    valid, test, train_eval = _read_splits(prepared_dir, valid_dir, test_dir, config)
 
-    kwargs = {"n_mels": config.n_mels, "num_classes": num_classes, "width": int(width), "blocks": list(blocks),
-              "cardinality": int(cardinality), "dropout": float(dropout)}
+    kwargs: dict = {"n_mels": config.n_mels, "num_classes": num_classes, "width": int(width), "blocks": list(blocks),
+                    "cardinality": int(cardinality), "dropout": float(dropout)}
     net = MelClassifier(**kwargs).to(device)
     n_params = sum(p.numel() for p in net.parameters())
     decay = [p for p in net.parameters() if p.dim() > 1]
@@ -140,12 +149,12 @@ def train_classifier(prepared_dir, run_dir, valid_dir=None, test_dir=None, num_c
     log.info("classifier: %s clips, %d classes, %s parameters, %d steps of %d on %s", len(train_ds), num_classes,
              f"{n_params:,}", steps, loader.batch_size, device)
 
-    best = {"accuracy": -1.0, "step": 0, "state": None}
+    best: dict = {"accuracy": -1.0, "step": 0, "state": None}
 
     def evaluate_valid(step: int) -> float | None:
         if valid is None:
             return None
-        acc = split_accuracy(net, valid, segment_frames, silence, device)
+        acc = cast(float, split_accuracy(net, valid, segment_frames, silence, device))  # None: an unlabelled split
         if acc >= best["accuracy"]:  # ties: the later (more trained) weights
             best.update(accuracy=acc, step=step,
                         state={k: v.detach().clone().cpu() for k, v in net.state_dict().items()})
@@ -189,7 +198,7 @@ def train_classifier(prepared_dir, run_dir, valid_dir=None, test_dir=None, num_c
     if best["state"] is not None:
         net.load_state_dict(best["state"])
     net.eval()
-    result = {
+    result: dict = {
         "train_accuracy": split_accuracy(net, train_eval, segment_frames, silence, device),
         "valid_accuracy": best["accuracy"] if valid is not None else None,
         "test_accuracy": split_accuracy(net, test, segment_frames, silence, device) if test is not None else None,

@@ -127,7 +127,7 @@ def train_diffusion(cfg) -> dict:
         keep_all = torch.rand(B, generator=gen) >= label_dropout
 
         # Accumulate gradients over grad_accum micro-batches.
-        total = 0.0
+        total: float | torch.Tensor = 0.0
         for m in range(t.grad_accum):
             position, batch = next(it)
             x0 = batch["mel"].to(device, non_blocking=True)  # [b, n_mels, F]
@@ -149,6 +149,7 @@ def train_diffusion(cfg) -> dict:
                                                      min_snr_gamma=cfg.diffusion.min_snr_gamma).mean()
                 (loss / t.grad_accum).backward()
             total += loss.detach().float() / t.grad_accum
+        assert isinstance(total, torch.Tensor)  # grad_accum >= 1 micro-batches were added
 
         # Update weights. A non-finite loss or gradient skips the step; all ranks agree on that
         # and on stopping (a signal may reach the ranks at different steps).
@@ -262,6 +263,7 @@ def data_scaler(cfg, dataset, saved: dict | None = None):
             scaler = DataScaler(*bin_statistics(dataset))
     except ValueError as e:
         raise UsageError(one_line(e)) from None
+    assert scaler is not None  # from_config gives None only when neither statistic is set: ruled out above
     with open_dict(cfg.diffusion):
         cfg.diffusion.update(scaler.to_config())
     return scaler
@@ -271,7 +273,7 @@ def _model_and_optimizer(cfg, net: nn.Module, device: torch.device):
     """(net on the device, its EMA copy, optimizer, LambdaLR warmup-cosine scheduler)."""
     net = net.to(device)
     if device.type == "cuda" and getattr(net, "dims", 1) == 2 and cfg.train.channels_last in ("auto", True):
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stub
     ema = ema_copy(net)
     optimizer = instantiate(optimizer_kwargs(to_plain(cfg.optim.optimizer), device), params=net.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -373,6 +375,7 @@ def log_samples(writer, ema: nn.Module, schedule, audio, cfg, step: int) -> None
         writer.add_audio(tag, out.audio[i:i + 1], step, sample_rate=audio.sample_rate)
     # the mels side by side, low frequencies at the bottom, data range -> [0, 1]
     low, high = audio.data_range
+    assert out.mel is not None  # return_mel=True
     image = torch.cat(list(out.mel), dim=-1).flip(0)  # [n_mels, n * F]
     writer.add_image("samples/mel", ((image - low) / (high - low)).clamp(0, 1), step, dataformats="HW")
     writer.flush()

@@ -212,14 +212,15 @@ def train_vocoder(run_dir: str | os.PathLike, data, *, audio_config=None, genera
     # The paper's mel loss uses the full band (fmax_for_loss = None -> Nyquist).
     loss_config = dataclasses.replace(config, fmax=config.sample_rate / 2, normalization="none")
     loss_mel = MelSpec(loss_config).to(device)
-    optim_g = torch.optim.AdamW(G.parameters(), learning_rate, betas=tuple(betas), weight_decay=weight_decay)
-    optim_d = torch.optim.AdamW([*mpd.parameters(), *msd.parameters()], learning_rate, betas=tuple(betas),
-                                weight_decay=weight_decay)
+    optim_g = torch.optim.AdamW(G.parameters(), learning_rate,  # ignore: the stub wants betas as a 2-tuple
+                                betas=tuple(betas), weight_decay=weight_decay)  # type: ignore[arg-type]
+    optim_d = torch.optim.AdamW([*mpd.parameters(), *msd.parameters()], learning_rate,  # likewise
+                                betas=tuple(betas), weight_decay=weight_decay)  # type: ignore[arg-type]
     sched_g = torch.optim.lr_scheduler.ExponentialLR(optim_g, gamma=lr_decay)
     sched_d = torch.optim.lr_scheduler.ExponentialLR(optim_d, gamma=lr_decay)
 
-    nets = {"generator": G, "mpd": mpd, "msd": msd, "optim_g": optim_g, "optim_d": optim_d,
-            "sched_g": sched_g, "sched_d": sched_d}
+    nets: dict = {"generator": G, "mpd": mpd, "msd": msd, "optim_g": optim_g, "optim_d": optim_d,
+                  "sched_g": sched_g, "sched_d": sched_d}
     step, position, epoch = _resume(ckpt_dir, nets, config) if resume else (0, None, 0)
     if step == 0 and position is None and init_from is not None:
         _init_generator(G, init_from, config)

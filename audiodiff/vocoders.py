@@ -83,12 +83,24 @@ class Vocoder(nn.Module):
         raise NotImplementedError
 
 
-def check_compatible(vocoder: Vocoder, audio_config: AudioConfig, what: str = "model") -> None:
-    """Raise IncompatibleVocoderError when `vocoder` expects another mel than `audio_config`."""
-    diff = audio_config.describe_mismatch(vocoder.audio_config, ours=what, theirs=f"vocoder {vocoder.name}")
+def vocoder_key(name: str) -> str:
+    """A vocoder name as the registry spells it: "Griffin-Lim", "griffin_lim" -> "griffinlim"."""
+    return str(name).lower().replace("-", "").replace("_", "")
+
+
+def check_compatible(vocoder, audio_config: AudioConfig, what: str = "model") -> None:
+    """Raise IncompatibleVocoderError when `vocoder` (a Vocoder, or any module declaring an
+    `audio_config`, an AudioConfig or a dict) expects another mel than `audio_config`; ValueError
+    when it declares none."""
+    name = getattr(vocoder, "name", type(vocoder).__name__)
+    theirs = getattr(vocoder, "audio_config", None)
+    if theirs is None:
+        raise ValueError(f"vocoder {name!r} has no .audio_config; a vocoder must declare the mel it takes")
+    theirs = AudioConfig.from_dict(theirs) if isinstance(theirs, dict) else theirs
+    diff = audio_config.describe_mismatch(theirs, ours=what, theirs=f"vocoder {name}")
     if diff:
         raise IncompatibleVocoderError(
-            f"the {what}'s mel and vocoder {vocoder.name!r}'s differ ({diff}); build the vocoder with "
+            f"the {what}'s mel and vocoder {name!r}'s differ ({diff}); build the vocoder with "
             f"get_vocoder(name, audio_config), use one trained on this mel "
             f"(python -m audiodiff.train task=vocoder), or use griffinlim, which fits any mel")
 
@@ -268,12 +280,12 @@ class HiFiGAN(Vocoder):
 
 # --------------------------------------------------------------------------- registry
 
-VOCODERS: dict[str, type[Vocoder]] = {"griffinlim": GriffinLim, "hifigan": HiFiGAN}
+VOCODERS: dict[str, type[GriffinLim] | type[HiFiGAN]] = {"griffinlim": GriffinLim, "hifigan": HiFiGAN}
 
 
 def get_vocoder(name: str, audio_config: AudioConfig | None = None, **kwargs) -> Vocoder:
     """Build a vocoder by name for the given mel; raises if it cannot serve that mel."""
-    key = str(name).lower().replace("-", "").replace("_", "")
+    key = vocoder_key(name)
     if key not in VOCODERS:
         raise ValueError(f"unknown vocoder {name!r}; choose one of {', '.join(VOCODERS)}")
     vocoder = VOCODERS[key](audio_config=audio_config, **kwargs)

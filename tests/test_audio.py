@@ -28,7 +28,9 @@ def test_mel_matches_librosa(cfg, rng):
     ours = torch.exp(m.log_mel(torch.from_numpy(x)[None]))[0].numpy()
     ref = np.maximum(ref, cfg.log_floor)
     assert ours.shape == ref.shape == (cfg.n_mels, cfg.num_frames(len(x)))
-    assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 1e-4
+    # README: "matches librosa to 1e-6 relative"; measured 9.3e-7 (22,050 Hz) and 6.7e-7 (16 kHz),
+    # torch 2.11.0 + librosa, float32 STFTs on both sides.
+    assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 2e-6
 
 
 def test_frame_count_and_batching(rng):

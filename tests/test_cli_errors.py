@@ -21,7 +21,6 @@ from audiodiff.audio import AudioConfig
 from audiodiff.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-HAS_EVALUATE = (ROOT / "audiodiff" / "evaluate.py").is_file()
 
 # (id, command, expected substrings of the one stderr line). In commands: OUT is the path that must
 # not exist afterwards, WAVS a folder with one clip, PREP that folder prepared (16 mels), CFG an
@@ -89,18 +88,16 @@ CASES = [
     ("run.sh-unknown-key", RUN_SH + ["--smoke", "train.max_stepz=3"],
      ["unknown config key 'train.max_stepz'", "valid keys under train:"]),
     ("run.sh-bad-option", RUN_SH + ["--smoke", "net=huge"], ["'net/huge'", "valid net:"]),
+    # evaluate
+    ("evaluate-no-source", EVALUATE + ["--json", "OUT"], ["--model", "--clips"]),
+    ("evaluate-unknown-flag", EVALUATE + ["--clips", "WAVS", "--bogus", "--json", "OUT"],
+     ["unrecognized arguments: --bogus"]),
+    ("evaluate-both-sources", EVALUATE + ["--model", "NOPE", "--clips", "WAVS", "--json", "OUT"],
+     ["not allowed with argument"]),
+    ("evaluate-bad-num", EVALUATE + ["--clips", "WAVS", "--num", "0", "--json", "OUT"], ["--num 0 must be >= 1"]),
+    ("evaluate-bad-reference", EVALUATE + ["--clips", "WAVS", "--reference", "WAVS", "--json", "OUT"],
+     ["not a prepared folder"]),
 ]
-if HAS_EVALUATE:
-    CASES += [
-        ("evaluate-no-source", EVALUATE + ["--json", "OUT"], ["--model", "--clips"]),
-        ("evaluate-unknown-flag", EVALUATE + ["--clips", "WAVS", "--bogus", "--json", "OUT"],
-         ["unrecognized arguments: --bogus"]),
-        ("evaluate-both-sources", EVALUATE + ["--model", "NOPE", "--clips", "WAVS", "--json", "OUT"],
-         ["not allowed with argument"]),
-        ("evaluate-bad-num", EVALUATE + ["--clips", "WAVS", "--num", "0", "--json", "OUT"], ["--num 0 must be >= 1"]),
-        ("evaluate-bad-reference", EVALUATE + ["--clips", "WAVS", "--reference", "WAVS", "--json", "OUT"],
-         ["not a prepared folder"]),
-    ]
 
 
 def _substitute(args, paths):

@@ -147,6 +147,32 @@ def test_stopped_run_keeps_finished_rows(run_dir, tones, tmp_path, monkeypatch, 
     assert done["rows"]["dpmpp:3/griffinlim"] == saved["rows"]["dpmpp:3/griffinlim"]  # not measured again
 
 
+def test_guidance_interval_reaches_every_sampler_call(run_dir, tones, tmp_path, monkeypatch, capsys):  # noqa: F811
+    seen = []
+    original = AudioDiffusionPipeline.sample_mel
+
+    def recording(self, *args, **kwargs):
+        seen.append((kwargs.get("guidance_scale"), kwargs.get("guidance_interval")))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AudioDiffusionPipeline, "sample_mel", recording)
+    argv = args_for(run_dir, tones, tmp_path, rows="dpmpp:3")
+    i = argv.index("--num-for")
+    argv[i:i + 2] = []  # no ddim row here
+    argv[argv.index("--num") + 1] = "4"
+    assert dt.main(argv + ["--guidance-interval", "2,inf"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert seen == [(1.5, (2.0, math.inf))] * 2  # the warm-up and the one batch of 4
+    state = json.loads((tmp_path / "table.json").read_text())
+    assert state["settings"]["guidance_interval"] == [2.0, math.inf] and state["rows"]["dpmpp:3/griffinlim"]["num"] == 4
+    assert "guidance 1.5 for sigma in (2, inf]" in out
+    # another interval against the same file: refused in one line, nothing sampled
+    seen.clear()
+    assert dt.main(argv + ["--guidance-interval", "1,inf"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "guidance_interval" in err and seen == []
+
+
 @pytest.mark.parametrize("bad, message", [
     (["--rows", "euler:10"], "SAMPLER:STEPS"),
     (["--rows", "ddpm:5000,ddim:2"], "out of range"),

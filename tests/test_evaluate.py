@@ -124,8 +124,9 @@ def test_mel_statistics_and_fit_frames():
 def test_format_table_marks_missing_values():
     text = format_table({"clips": {"num": 3, "IS": 2.5, "FID": None}, "train": {"num": 9, "IS": 2.9, "FID": 0.0}})
     lines = text.splitlines()
-    assert lines[0].split()[:2] == ["set", "num"] and "IS" in lines[0]
-    assert lines[2].split()[-1] == "-" or "-" in lines[2].split()
+    assert lines[0].split() == ["set", "num", "FID", "↓", "IS", "↑"]  # COLUMNS order, only those with a value
+    assert lines[2].split() == ["clips", "3", "-", "2.500"]  # FID None: "-"
+    assert lines[3].split() == ["train", "9", "0.000", "2.900"]  # FID 0.0 is a value, not "missing"
 
 
 # --------------------------------------------------------------------------- classifier
@@ -251,29 +252,52 @@ def test_evaluate_clips_without_classifier(tones, capsys, tmp_path):
 
 
 def test_evaluate_generated_clips_reports_accuracy_per_requested_label(tones, capsys, tmp_path):
+    from audiodiff.audio import MelSpec
     from audiodiff.diffusion.schedules import NoiseSchedule
+    from audiodiff.manifest import read_prepared_split
+    from audiodiff.metrics import classify, inception_score
     from audiodiff.nets.unet import UNet
     from audiodiff.pipeline import AudioDiffusionPipeline
 
     torch.manual_seed(0)
     net = UNet(dims=1, n_mels=16, base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_levels=[],
                groups=4, num_classes=3)
+    with torch.no_grad():  # off the zero-initialised output: guidance and the interval change the samples
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     AudioDiffusionPipeline(net, NoiseSchedule("cosine", 100), CONFIG, num_classes=3,
                            segment_frames=16).save_pretrained(tmp_path / "model")
-    code, out, err = run_cli(["--model", tmp_path / "model", "--num", 6, "--steps", 2, "--batch-size", 4,
-                              "--classifier", tones["classifier"], "--device", "cpu",
-                              "--json", tmp_path / "g.json"], capsys)
+    args = ["--model", tmp_path / "model", "--num", 6, "--steps", 2, "--batch-size", 4, "--guidance", 2,
+            "--classifier", tones["classifier"], "--device", "cpu"]
+    code, out, err = run_cli(args + ["--json", tmp_path / "g.json"], capsys)
     assert code == 0, err
     rows = json.loads((tmp_path / "g.json").read_text())["rows"]
-    assert rows["generated"]["num"] == 6 and rows["generated"]["accuracy"] is not None
-    assert set(rows) == {"generated", "train", "test"}
-    code, out, err = run_cli(["--model", tmp_path / "model", "--num", 6, "--steps", 2, "--batch-size", 4,
-                              "--classifier", tones["classifier"], "--device", "cpu", "--guidance", 2,
-                              "--guidance-interval", "0.5,inf", "--json", tmp_path / "gi.json"], capsys)
+    assert rows["generated"]["num"] == 6 and set(rows) == {"generated", "train", "test"}
+    # Two DPM-Solver++ steps of this schedule are at sigma 2029 and about 1: (0.5, 2] guides the second only.
+    code, out, err = run_cli(args + ["--guidance-interval", "0.5,2", "--json", tmp_path / "gi.json"], capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "gi.json").read_text())
     assert result["rows"]["generated"]["num"] == 6
-    assert "guidance 2 for sigma in (0.5, inf]" in json.dumps(result)
+    assert "guidance 2 for sigma in (0.5, 2]" in json.dumps(result)
+
+    # The same clips by hand: pipe(...) per batch of 4 (clip i: seed i, label i % 3), mel, the classifier.
+    classifier, info = load_classifier(tones["classifier"])
+    train = read_prepared_split(tones["dirs"]["train"], "train", CONFIG)
+    _, train_feats = classify(classifier, train.mels, info["segment_frames"], CONFIG.silence)
+    pipe = AudioDiffusionPipeline.from_pretrained(tmp_path / "model", device="cpu", vocoder="griffinlim")
+    labels, mel_spec, feats = [i % 3 for i in range(6)], MelSpec(CONFIG), {}
+    for name, interval, row in (("all", None, rows), ("interval", (0.5, 2.0), result["rows"])):
+        mels = []
+        for start, n in ((0, 4), (4, 2)):
+            out = pipe(batch_size=n, steps=2, sampler="dpmpp", seed=start, labels=labels[start:start + n],
+                       guidance_scale=2.0, guidance_interval=interval, progress=False)
+            mels += [mel_spec(w[None])[0] for w in out.audio]
+        probs, feats[name] = classify(classifier, mels, info["segment_frames"], CONFIG.silence)
+        generated = row["generated"]
+        assert generated["accuracy"] == float(np.mean(probs.argmax(axis=1) == np.array(labels))), name
+        assert generated["IS"] == pytest.approx(inception_score(probs), rel=1e-9), name
+        assert generated["FID"] == pytest.approx(frechet_distance(train_feats, feats[name]), rel=1e-6), name
+    assert not np.allclose(feats["all"], feats["interval"], atol=1e-3)  # the interval reached the sampler
     for bad in (["--sampler", "bogus"], ["--steps", 1000], ["--vocoder", "nope"], ["--guidance-interval", "1"]):
         code, out, err = run_cli(["--model", tmp_path / "model", "--num", 2, "--classifier", tones["classifier"],
                                   "--device", "cpu", *bad], capsys)
@@ -283,13 +307,39 @@ def test_evaluate_generated_clips_reports_accuracy_per_requested_label(tones, ca
 
 
 def test_vocoder_metrics(tones, capsys, tmp_path):
-    code, out, err = run_cli(["--vocoder-metrics", "--clips", tones["root"] / "wavs" / "valid" / "0",
-                              "--vocoder", "griffinlim", "--reference", tones["dirs"]["train"],
-                              "--json", tmp_path / "v.json"], capsys)
+    from audiodiff.audio import MelSpec
+    from audiodiff.metrics import log_spectral_distance, mel_l1_distance, multi_resolution_stft_distance
+    from audiodiff.vocoders import get_vocoder
+
+    folder = tones["root"] / "wavs" / "valid" / "0"
+    torch.manual_seed(7)  # Griffin-Lim's random initial phase comes from the global generator
+    code, out, err = run_cli(["--vocoder-metrics", "--clips", folder, "--vocoder", "griffinlim",
+                              "--reference", tones["dirs"]["train"], "--json", tmp_path / "v.json"], capsys)
     assert code == 0, err
     row = json.loads((tmp_path / "v.json").read_text())["rows"]["griffinlim"]
-    assert row["num"] == 3 and row["MR-STFT"] > 0 and row["LSD"] > 0 and 0 < row["mel-L1"] < 5
-    assert "MR-STFT" in out
+    assert "MR-STFT" in out and row["num"] == 3
+
+    # The same clips (8 kHz, the reference's mel), through mel -> Griffin-Lim -> waveform by hand.
+    torch.manual_seed(7)
+    vocoder, mel_spec = get_vocoder("griffinlim", CONFIG), MelSpec(CONFIG)
+    found = {"MR-STFT": [], "LSD": [], "mel-L1": [], "silence mel-L1": []}
+    for path in sorted(folder.glob("*.wav")):
+        wave, sr = sf.read(path, dtype="float32")
+        wave = torch.from_numpy(wave)
+        assert sr == SR and wave.ndim == 1
+        with torch.no_grad():
+            est = vocoder(mel_spec(wave[None]))[0]
+        found["MR-STFT"].append(float(multi_resolution_stft_distance(est, wave)))
+        found["LSD"].append(float(log_spectral_distance(est, wave)))
+        found["mel-L1"].append(float(mel_l1_distance(est, wave, CONFIG)))
+        found["silence mel-L1"].append(float(mel_l1_distance(torch.zeros_like(wave), wave, CONFIG)))
+    mean = {k: float(np.mean(v)) for k, v in found.items()}
+    for name in ("MR-STFT", "LSD", "mel-L1"):
+        assert row[name] == pytest.approx(mean[name], rel=1e-6), name
+    # Measured (torch 2.11.0, these 3 tones): mel-L1 0.214 (0.208-0.213 for seeds 0-5), MR-STFT 1.78,
+    # LSD 13.3 dB; silence in place of the vocoded clip: mel-L1 6.16. Griffin-Lim reconstructs the
+    # mel; a vocoder that returns silence or noise is 30x further off.
+    assert row["mel-L1"] < 0.3 and row["mel-L1"] < 0.05 * mean["silence mel-L1"], (row, mean)
 
 
 @pytest.mark.parametrize("case", ["empty", "undecodable", "no_classifier_file", "not_a_classifier", "nothing"])

@@ -231,3 +231,41 @@ def test_fine_tuned_hifigan_vocoder_folder(tmp_path, uncond_run, capsys):
     assert main(["--out", str(tmp_path / "x"), "--model", str(uncond_run), "--vocoder", "wavenet", *FAST]) == 2
     assert "--vocoder 'wavenet'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def written_audio(wave):
+    """What save_audio writes of a [T] waveform: scaled to a 0.99 peak when over full scale, 16-bit."""
+    wave = np.asarray(wave, dtype=np.float64)
+    peak = np.abs(wave).max()
+    return wave * (0.99 / peak) if peak > 1.0 else wave
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_sampler_choice_reaches_the_pipeline(tmp_path, uncond_run, sampler):
+    from audiodiff.pipeline import AudioDiffusionPipeline
+
+    out = tmp_path / "clips"
+    assert main(["--out", str(out), "--model", str(uncond_run), "--num", "2", "--seed", "4", "--sampler", sampler,
+                 *FAST]) == 0
+    recs = records(out)
+    assert [(r["sampler"], r["steps"], r["seed"]) for r in recs] == [(sampler, 3, 4), (sampler, 3, 5)]
+    assert f"--sampler {sampler}" in recs[0]["command"]
+    pipe = AudioDiffusionPipeline.from_pretrained(uncond_run, device="cpu")
+    expected = {s: pipe(batch_size=2, steps=3, sampler=s, seed=4, progress=False).audio.numpy()
+                for s in (sampler, "dpmpp")}
+    for j in range(2):
+        wave, _ = sf.read(out / f"clip_{j:04d}.wav")
+        np.testing.assert_allclose(wave, written_audio(expected[sampler][j]), rtol=0, atol=1.5 / 32768)
+        # the default sampler's clip is far off: the flag, not the default, made this one
+        assert np.abs(wave - written_audio(expected["dpmpp"][j])).max() > 100 / 32768
+
+
+def test_seconds_sets_the_clip_length(tmp_path, uncond_run):
+    out = tmp_path / "clips"
+    # 0.3 s at 22,050 Hz: 6,615 samples, longer than the model's 12-frame (3,072-sample) segment
+    assert main(["--out", str(out), "--model", str(uncond_run), "--num", "2", "--seconds", "0.3", *FAST]) == 0
+    for j, rec in enumerate(records(out)):
+        wave, sr = sf.read(out / rec["file"])
+        assert sr == 22050 and wave.shape == (6615,) and np.abs(wave).max() > 0
+        assert rec["seconds"] == 0.3 and rec["duration"] == pytest.approx(0.3, abs=1 / 22050)
+        assert rec["num_frames"] >= 6615 / 256 and "--seconds 0.3" in rec["command"]

@@ -103,6 +103,33 @@ def test_every_command_names_a_broken_torchaudio_in_one_line(tmp_path, broken_to
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
 
 
+@pytest.fixture(scope="module")
+def broken_pinned_torchaudio(tmp_path_factory):
+    """The pinned version's metadata, but a compiled library that fails (a damaged install): the
+    start-up check trusts the versions, so the fault surfaces where torchaudio is first used."""
+    stub = tmp_path_factory.mktemp("stub_pinned")
+    (stub / "torchaudio").mkdir()
+    (stub / "torchaudio" / "__init__.py").write_text('__version__ = "2.11.0"\n')
+    (stub / "torchaudio" / "functional.py").write_text(f"raise OSError({LOAD_ERROR!r})\n")
+    meta = stub / "torchaudio-2.11.0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: torchaudio\nVersion: 2.11.0\n")
+    return stub
+
+
+def test_a_damaged_pinned_torchaudio_is_named_where_it_is_first_used(tmp_path, broken_pinned_torchaudio):
+    wavs = _wavs(tmp_path / "wavs", 2)
+    commands = {"prepare": ["-m", "audiodiff.prepare", str(wavs), "--out", str(tmp_path / "out")],
+                "evaluate": ["-m", "audiodiff.evaluate", "--vocoder-metrics", "--clips", str(wavs)]}
+    for name, args in commands.items():
+        r = _run(args, broken_pinned_torchaudio, tmp_path)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1, (name, r.returncode, r.stderr[-2000:])
+        assert "broken installation: torchaudio cannot load (OSError: Could not load this library" in lines[0]
+        assert "installed torch 2.11.0 + torchaudio 2.11.0" in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_library_raises_install_error_not_oserror(tmp_path, broken_torchaudio):
     code = ("from audiodiff.audio import MelSpec\n"
             "from audiodiff.install import InstallError\n"

@@ -124,6 +124,53 @@ def test_incremental_rerun_and_changes(mixed, tmp_path):
     assert fourth.computed == 0 and fourth.usable == 3 and not feats_new.exists()
 
 
+def test_an_interrupted_run_leaves_the_previous_outputs_intact(mixed, tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) in the middle of a re-run that would change every output: the
+    previous manifest.jsonl, skipped.tsv and cache.json stay byte for byte, with the features they
+    name; the next run completes the change."""
+    import audiodiff.prepare as prep
+
+    audio, spec = mixed
+    out = tmp_path / "out"
+    prepare(audio, out, CONFIG, workers=0)
+    names = ("manifest.jsonl", "skipped.tsv", "cache.json")
+    before = {n: (out / n).read_bytes() for n in names}
+    sf.write(audio / "a.wav", tone(0.7), SR)  # a changed file and a new one: the outputs would differ
+    sf.write(audio / "new.wav", tone(0.2, 330.0), SR)
+    real, calls = prep._process_file, {"n": 0}
+
+    def interrupted(task):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(prep, "_process_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(audio, out, CONFIG, workers=0)
+    assert calls["n"] == 2
+    assert {n: (out / n).read_bytes() for n in names} == before
+    for m in read_manifest(out):  # the features the kept manifest names are still the ones it describes
+        assert np.load(out / m["feats"]).shape[0] == m["num_frames"], m["id"]
+    monkeypatch.setattr(prep, "_process_file", real)
+    after = prepare(audio, out, CONFIG, workers=0)
+    assert after.usable == 4 and {m["id"] for m in read_manifest(out)} >= {"a.wav", "new.wav"}
+
+
+def test_ctrl_c_in_the_cli_is_one_line_and_exit_130(mixed, tmp_path, monkeypatch, capsys):
+    import audiodiff.prepare as prep
+
+    def interrupted(task):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep, "_process_file", interrupted)
+    audio, _ = mixed
+    assert main([str(audio), "--out", str(tmp_path / "out"), "--workers", "0", "--quiet"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted; the previous outputs are kept" in err[0], err
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
 def test_changed_config_recomputes_everything(mixed, tmp_path):
     audio, _ = mixed
     out = tmp_path / "out"

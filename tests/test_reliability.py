@@ -192,7 +192,8 @@ def test_full_disk_while_checkpointing(prepared, tmp_path, monkeypatch, capsys):
     import audiodiff.checkpoint as ckpt
 
     run = tmp_path / "run"
-    assert main(overrides(prepared, run, "train.max_steps=5", "device=cpu")) == 0
+    # keep=1: the step-5 checkpoint is the one a premature prune would delete
+    assert main(overrides(prepared, run, "train.max_steps=5", "device=cpu", "train.keep_checkpoints=1")) == 0
     first = run / "checkpoints" / "step_00000005.pt"
     before = first.read_bytes()
     capsys.readouterr()
@@ -203,7 +204,7 @@ def test_full_disk_while_checkpointing(prepared, tmp_path, monkeypatch, capsys):
         return open(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(ckpt, "open", full_open, raising=False)
-    assert main(overrides(prepared, run, "train.max_steps=10", "device=cpu")) == 1
+    assert main(overrides(prepared, run, "train.max_steps=10", "device=cpu", "train.keep_checkpoints=1")) == 1
     err = one_line(capsys.readouterr().err.splitlines()[-1])
     assert "step_00000010.pt" in err and "No space left on device" in err and "previous checkpoint is kept" in err
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000005.pt", "step_00000005.pt.sha256"]
@@ -221,9 +222,10 @@ def test_full_disk_error_from_save_checkpoint_names_the_errno(tmp_path, monkeypa
 
     monkeypatch.setattr(ckpt, "open", full_open, raising=False)
     with pytest.raises(CheckpointError) as e:
-        save_checkpoint({"w": torch.zeros(100_000)}, tmp_path, 2)
+        save_checkpoint({"w": torch.zeros(100_000)}, tmp_path, 2, keep=1)  # keep=1: a prune would remove step 1
     assert "No space left on device" in one_line(str(e.value))
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001.pt"]
+    assert verify(tmp_path / "step_00000001.pt") is None
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
@@ -280,6 +282,50 @@ def test_an_isolated_nonfinite_loss_is_skipped_and_counted(prepared, tmp_path, m
     state = safe_load(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert state["skipped_steps"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_nonfinite_steps_must_be_in_a_row_to_stop_training(prepared, tmp_path, monkeypatch):
+    """NaN on calls 2, 3, 5, 6 with max_nonfinite=3: never three in a row, so training finishes (a
+    counter that never reset would stop at the third)."""
+    _nan_loss_after(monkeypatch, 0, nan_calls={2, 3, 5, 6})
+    summary = train(compose_config(overrides(prepared, tmp_path / "run", "train.max_steps=6", "device=cpu",
+                                             "train.max_nonfinite=3")))
+    assert summary["step"] == 6 and summary["reason"] == "finished" and summary["skipped_steps"] == 4
+
+
+class _InfGradient(torch.autograd.Function):
+    """The identity forward; an infinite gradient backward (a finite loss with a broken gradient)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def test_an_infinite_gradient_with_a_finite_loss_is_skipped(prepared, tmp_path, monkeypatch):
+    import audiodiff.diffusion.objectives as objectives
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    real, calls = objectives.diffusion_loss, {"n": 0}
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return _InfGradient.apply(out) if calls["n"] == 2 else out
+
+    monkeypatch.setattr(objectives, "diffusion_loss", loss)
+    run = tmp_path / "run"
+    summary = train(compose_config(overrides(prepared, run, "train.max_steps=6", "device=cpu")))
+    assert summary["step"] == 6 and summary["skipped_steps"] == 1
+    assert all(torch.isfinite(torch.tensor(v)) for _, v in summary["history"])  # the loss itself stayed finite
+    state = safe_load(list_checkpoints(run / "checkpoints")[-1])
+    assert state["skipped_steps"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/skipped_steps")] == [(5, 1.0)]  # log_every=5
 
 
 # --------------------------------------------------------------------------- signals
@@ -340,6 +386,83 @@ def test_second_signal_exits_at_once_without_damage(prepared, tmp_path, caplog):
                                                  f"train.stop_at={newest + 1}")))
     assert summary["step"] == newest + 1 and "skipping" not in caplog.text
     assert not [p for p in (run / "checkpoints").iterdir() if ".tmp" in p.name]
+
+
+def test_sigterm_then_resume_is_bit_exact(prepared, tmp_path):
+    """A real SIGTERM mid-run, then the same command again: the weights equal those of a run never
+    stopped. A constant learning rate after warm-up (min_lr_ratio=1) lets the resumed run end at a
+    step chosen after the signal without changing the schedule."""
+    run = tmp_path / "run"
+    flags = ("train.ckpt_every=100000", "optim.min_lr_ratio=1.0")
+    proc = _start(prepared, run, *flags)
+    try:
+        wait_for(lambda: (run / "tb").exists() or proc.poll() is not None, what="training")
+        time.sleep(2)  # some steps into the run
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped by SIGTERM" in err, err[-2000:]
+    (ckpt,) = list_checkpoints(run / "checkpoints")
+    stopped = safe_load(ckpt)["step"]
+    assert 1 <= stopped < 100000
+    end = stopped + 3
+    resumed = train(compose_config(overrides(prepared, run, "device=cpu", f"train.max_steps={end}", *flags)))
+    assert resumed["step"] == end
+    reference = tmp_path / "reference"
+    assert train(compose_config(overrides(prepared, reference, "device=cpu", f"train.max_steps={end}",
+                                          *flags)))["step"] == end
+    assert_same_weights(reference, run, end)
+
+
+def _rank_pid(ancestor: int, rank: int, timeout: float = 120) -> int:
+    """The pid of the torchrun worker with RANK=rank that descends from `ancestor`."""
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
+                if f"RANK={rank}".encode() not in environ or not any(v.startswith(b"TORCHELASTIC_RUN_ID=")
+                                                                     for v in environ):
+                    continue
+                pid = int(entry.name)
+                while pid > 1 and pid != ancestor:
+                    pid = parent(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+            if pid == ancestor:
+                return int(entry.name)
+        time.sleep(0.2)
+    raise AssertionError(f"no torchrun worker with RANK={rank}")
+
+
+def test_ddp_ranks_agree_to_stop_when_one_is_signalled(prepared, tmp_path):
+    """SIGTERM to rank 1 alone: both ranks stop at the same step (rank 0 says another rank stopped
+    it), the checkpoint is written and the job exits 0; ranks that disagreed would hang in the next
+    all-reduce until the 60 s timeout."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "audiodiff.train", *overrides(prepared, run, "device=cpu", "train.max_steps=100000",
+                                                                 "train.ckpt_every=100000", "train.dist_timeout_s=60")],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: (run / "tb").exists() or proc.poll() is not None, what="training")
+        time.sleep(2)
+        os.kill(_rank_pid(proc.pid, 1), signal.SIGTERM)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    assert "stopped by another rank at step" in out, out[-3000:]
+    (ckpt,) = list_checkpoints(run / "checkpoints")
+    step = safe_load(ckpt)["step"]
+    assert f"stopped by another rank at step {step}; checkpoint written" in out
 
 
 # --------------------------------------------------------------------------- elastic restarts

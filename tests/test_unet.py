@@ -209,8 +209,15 @@ def test_presets_sizes():
 
 
 def test_smoke_preset_runs_forward_backward():
-    net = from_preset("smoke")
+    # Off its init: the zero-initialised output conv would otherwise block every gradient behind it.
+    net = perturb(from_preset("smoke"))
     x, t, labels = batch(80, 87)
     out = net(x, t, labels)
-    assert out.shape == (2, 80, 87)
-    out.sum().backward()
+    assert out.shape == (2, 80, 87) and torch.isfinite(out).all()
+    (out - x).pow(2).mean().backward()
+    params = dict(net.named_parameters())
+    missing = [n for n, p in params.items() if p.grad is None]
+    assert not missing, f"no gradient: {missing}"
+    bad = [n for n, p in params.items() if not torch.isfinite(p.grad).all()]
+    zero = [n for n, p in params.items() if torch.count_nonzero(p.grad) == 0]
+    assert not bad and not zero, f"non-finite gradient: {bad}; zero gradient: {zero}"

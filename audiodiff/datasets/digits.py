@@ -180,7 +180,9 @@ def _init_worker(lib_path: str, data_path: str) -> None:
 
 
 def _render_speaker_here(clips: list[dict]) -> dict:
+    assert _ESPEAK_PATHS is not None  # both set by _init_worker
     engine = _ENGINE if hasattr(os, "fork") else Espeak(*_ESPEAK_PATHS, SAMPLE_RATE, _VOLUME)
+    assert engine is not None
     reports = [_render_clip(engine, clip) for clip in clips]
     return {"clips": len(reports), "resynthesised": sum(r["resynthesised"] for r in reports),
             "cropped": sum(r["cropped"] for r in reports)}

@@ -7,6 +7,7 @@ import ctypes
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ class Espeak:
         self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference or ctypes frees it
         lib.espeak_SetSynthCallback(self._callback)
         try:  # some espeak-ng builds draw breath noise from libc rand(); seed it too
-            self._srand = ctypes.CDLL(None).srand
+            self._srand: Callable[[int], object] | None = ctypes.CDLL(None).srand
         except (OSError, AttributeError):
             self._srand = None
 

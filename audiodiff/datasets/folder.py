@@ -41,6 +41,7 @@ import statistics
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from ..atomic import write_text_atomic
 from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
@@ -85,7 +86,7 @@ def scan_folder(audio_dir: str | os.PathLike, *, max_files: int = 0) -> list[dic
         found = found[:max_files]
     entries = []
     for path in found:
-        entry = {"path": str(path), "id": path.relative_to(root).as_posix()}
+        entry: dict[str, Any] = {"path": str(path), "id": path.relative_to(root).as_posix()}
         try:
             info = sf.info(str(path))
             if info.samplerate <= 0 or info.frames <= 0:

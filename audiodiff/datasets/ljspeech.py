@@ -22,6 +22,7 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
 
@@ -101,8 +102,8 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, n
         rows = [{"path": str(data_dir / "wavs" / f"{k}.wav"), "id": k, "text": texts[k], "speaker": "LJ",
                  "chapter": k.split("-")[0]} for k in splits[split]]
         write_jsonl(out_dir / f"{split}.jsonl", rows)
-    info = {"dataset": "ljspeech", "source": str(data_dir), "seed": seed, "max_train": max_train,
-            "counts": {s: len(splits[s]) for s in SPLITS}}
+    info: dict[str, Any] = {"dataset": "ljspeech", "source": str(data_dir), "seed": seed, "max_train": max_train,
+                            "counts": {s: len(splits[s]) for s in SPLITS}}
     write_json(out_dir / "info.json", info)
     if verbose:
         print(f"ljspeech: {', '.join(f'{s} {n}' for s, n in info['counts'].items())} -> {out_dir}")

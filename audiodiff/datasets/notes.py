@@ -189,6 +189,7 @@ def _init_worker(soundfont: str | _Renderer) -> None:
 
 
 def _render_chunk(clips: list[dict]) -> list[tuple[str, dict]]:
+    assert _RENDERER is not None  # set by _init_worker
     return [(c["relpath"], _render_clip(_RENDERER, c)) for c in clips]
 
 

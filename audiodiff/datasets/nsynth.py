@@ -110,7 +110,8 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, s
         if missing:
             raise NSynthError(f"{len(missing)} of {len(examples)} notes in {folder / 'examples.json'} have no "
                               f"wav under {folder / 'audio'} (first: {missing[0]}.wav); is the copy complete?")
-        kept, seen = [], {}
+        kept: list[dict] = []
+        seen: dict[int, int] = {}  # label -> notes so far
         for key in sorted(examples):
             row = _row(folder / "audio", key, examples[key], str(folder / "examples.json"))
             if not pitch_min <= row["pitch"] <= pitch_max or row["source"] not in sources:

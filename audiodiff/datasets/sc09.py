@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
 
@@ -75,7 +76,7 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, p
     if both:
         raise SC09Error(f"{sorted(both)[0]} is in both {LISTS['valid']} and {LISTS['test']}; "
                         "the lists look damaged, re-download the archive")
-    rows = {split: [] for split in SPLITS}
+    rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
     found = set()
     for label, word in enumerate(words):
         names = sorted(n for n in os.listdir(data_dir / word) if n.lower().endswith(".wav"))
@@ -92,7 +93,8 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, p
     counts = {}
     for split in SPLITS:
         if per_label:
-            kept, seen = [], {}
+            kept: list[dict] = []
+            seen: dict[int, int] = {}  # label -> clips kept so far
             for row in rows[split]:
                 seen[row["label"]] = seen.get(row["label"], 0) + 1
                 if seen[row["label"]] <= per_label:
@@ -106,9 +108,9 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, p
     for split in SPLITS:
         write_jsonl(out_dir / f"{split}.jsonl", rows[split])
     write_json(out_dir / "labels.json", {w: i for i, w in enumerate(words)})
-    info = {"dataset": "sc09", "source": str(data_dir), "per_label": per_label, "counts": counts,
-            "speakers": {s: len({r["speaker"] for r in rows[s]}) for s in SPLITS},
-            "missing_listed": len(missing)}
+    info: dict[str, Any] = {"dataset": "sc09", "source": str(data_dir), "per_label": per_label, "counts": counts,
+                            "speakers": {s: len({r["speaker"] for r in rows[s]}) for s in SPLITS},
+                            "missing_listed": len(missing)}
     write_json(out_dir / "info.json", info)
     if verbose:
         totals = ", ".join(f"{s} {sum(counts[s].values())} ({info['speakers'][s]} speakers)" for s in SPLITS)

@@ -7,7 +7,7 @@ classifier_free_guidance wraps a model_fn into an eps_fn; guidance is a wrapper,
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 
@@ -97,6 +97,7 @@ def classifier_free_guidance(model_fn: Callable, labels: torch.Tensor, null_labe
         eps_c, eps_u = eps.chunk(2)
         if interval is None:
             return eps_u + scale * (eps_c - eps_u)
+        assert schedule is not None  # checked above: an interval needs it
         w = _expand(guidance_weights(schedule, t, scale, interval).to(eps.device), eps_c)  # [B, 1, ...]
         return eps_u + w * (eps_c - eps_u)
     return eps_fn
@@ -114,10 +115,13 @@ def make_eps_fn(net, schedule: NoiseSchedule, prediction: str = "eps", labels: t
     if guidance_scale != 1.0 and null_label is None:
         raise ValueError(f"guidance_scale={guidance_scale} needs null_label (the label the network was "
                          f"trained with for 'no class'); pass it or use guidance_scale=1.0.")
-    return classifier_free_guidance(model_fn, labels, null_label, guidance_scale, guidance_interval, schedule)
+    # null_label is checked above wherever guidance uses it (scale 1 ignores it)
+    return classifier_free_guidance(model_fn, labels, cast(int, null_label), guidance_scale, guidance_interval,
+                                    schedule)
 
 
-def clip_x0(eps_fn: Callable, schedule: NoiseSchedule, low: float, high: float) -> Callable:
+def clip_x0(eps_fn: Callable, schedule: NoiseSchedule, low: float | torch.Tensor,
+            high: float | torch.Tensor) -> Callable:
     """eps_fn whose implied clean estimate x0_hat stays in [low, high] at every step.
 
     Static thresholding (the x0 clipping of Ho et al. 2020's code; Saharia et al. 2022, sec. 2.3):

@@ -11,7 +11,7 @@ lands on clean data (alpha_bar = 1), so each returns an estimate of x0.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 
@@ -127,7 +127,7 @@ def dpmpp_2m(eps_fn: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps
         else:
             h = lam[i + 1] - lam[i]
             # D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1}, r = h_{i-1} / h_i
-            D = x0 if x0_last is None else x0 + (h / (2 * h_last)) * (x0 - x0_last)
+            D = x0 if x0_last is None else x0 + (h / (2 * cast(torch.Tensor, h_last))) * (x0 - x0_last)
             x = (sigma[i + 1] / sigma[i]) * x - alpha[i + 1] * torch.expm1(-h) * D
             x0_last, h_last = x0, h
         if callback is not None:

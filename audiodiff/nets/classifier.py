@@ -17,6 +17,8 @@ time (so any number of frames works) and a linear head. The default (width 32, 4
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 
@@ -41,10 +43,10 @@ class ResNeXtBlock(nn.Module):
             nn.BatchNorm2d(channels_out),
         )
         # Zero-init the last BN scale: each block starts as the identity (Goyal et al. 2017, sec. 5.1).
-        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(cast(torch.Tensor, self.body[-1].weight))
         if stride != 1 or channels_in != channels_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(channels_in, channels_out, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(channels_out))
+            self.shortcut: nn.Module = nn.Sequential(nn.Conv2d(channels_in, channels_out, 1, stride=stride, bias=False),
+                                                     nn.BatchNorm2d(channels_out))
         else:
             self.shortcut = nn.Identity()
         self.act = nn.ReLU(inplace=True)

@@ -19,7 +19,7 @@ Versions (paper Table 1 / the reference config_v*.json):
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -199,7 +199,7 @@ def load_generator_state_dict(model: nn.Module, state_dict: dict[str, torch.Tens
     load_state_dict's (missing_keys, unexpected_keys).
     """
     target = model.state_dict()
-    pairs = {}  # prefix -> (g, v)
+    pairs: dict[str, list[torch.Tensor | None]] = {}  # prefix -> (g, v)
     plain: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         for g_name, v_name in ((".weight_g", ".weight_v"),
@@ -347,19 +347,20 @@ def _run_discriminators(discriminators, pools, real, fake):
 
 def discriminator_loss(real_scores: list[torch.Tensor], fake_scores: list[torch.Tensor]) -> torch.Tensor:
     """LSGAN discriminator loss (Mao et al. 2017; paper eq. 1): E[(D(x) - 1)^2] + E[D(G(s))^2]."""
-    return sum(torch.mean((1 - r) ** 2) + torch.mean(f ** 2) for r, f in zip(real_scores, fake_scores))
+    return cast(torch.Tensor, sum(torch.mean((1 - r) ** 2) + torch.mean(f ** 2)  # sum of tensors: a tensor
+                                  for r, f in zip(real_scores, fake_scores)))
 
 
 def generator_adversarial_loss(fake_scores: list[torch.Tensor]) -> torch.Tensor:
     """LSGAN generator loss (paper eq. 2): E[(D(G(s)) - 1)^2], summed over sub-discriminators."""
-    return sum(torch.mean((1 - f) ** 2) for f in fake_scores)
+    return cast(torch.Tensor, sum(torch.mean((1 - f) ** 2) for f in fake_scores))
 
 
 def feature_matching_loss(real_fmaps: list[list[torch.Tensor]], fake_fmaps: list[list[torch.Tensor]],
                           weight: float = 2.0) -> torch.Tensor:
     """Feature matching (paper eq. 4, lambda_fm = 2): L1 between every discriminator layer."""
-    return weight * sum(torch.mean(torch.abs(r.detach() - f))
-                        for rs, fs in zip(real_fmaps, fake_fmaps) for r, f in zip(rs, fs))
+    return weight * cast(torch.Tensor, sum(torch.mean(torch.abs(r.detach() - f))
+                                           for rs, fs in zip(real_fmaps, fake_fmaps) for r, f in zip(rs, fs)))
 
 
 def mel_l1_loss(real_log_mel: torch.Tensor, fake_log_mel: torch.Tensor, weight: float = 45.0) -> torch.Tensor:

@@ -102,7 +102,7 @@ class ResBlock(nn.Module):
             zero_module(conv_nd(dims, out_channels, out_channels, 3, padding=1)),
         )
         if in_channels == out_channels:
-            self.skip = nn.Identity()
+            self.skip: nn.Module = nn.Identity()
         else:
             self.skip = conv_nd(dims, in_channels, out_channels, 1)
 

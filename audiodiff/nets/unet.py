@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -157,7 +158,7 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         for level, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
-                block = [res(ch, mult * base_channels)]
+                block: list[nn.Module] = [res(ch, mult * base_channels)]
                 ch = mult * base_channels
                 if level in attention_levels:
                     block.append(attn(ch))
@@ -205,8 +206,9 @@ class UNet(nn.Module):
             t = t.reshape(1).expand(batch)
         if t.shape != (batch,):
             raise ValueError(f"t has shape {tuple(t.shape)}; expected [{batch}] (one timestep per example) or a scalar")
-        dtype = self.time_mlp[0].weight.dtype
-        emb = self.time_mlp(timestep_embedding(t, self.time_mlp[0].in_features).to(dtype))  # [B, emb_dim]
+        first = cast(nn.Linear, self.time_mlp[0])
+        dtype = first.weight.dtype
+        emb = self.time_mlp(timestep_embedding(t, first.in_features).to(dtype))  # [B, emb_dim]
 
         if labels is None:
             if self.label_emb is None:
@@ -287,11 +289,11 @@ class UNet(nn.Module):
         h = self.input_conv(h)  # [B, base_channels, *S]
         skips = [h]
         for block in self.down:
-            h = self._run(block, h, emb)
+            h = self._run(cast(nn.ModuleList, block), h, emb)
             skips.append(h)
         h = self._run(self.middle, h, emb)
         for block in self.up:
-            h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb)
+            h = self._run(cast(nn.ModuleList, block), torch.cat([h, skips.pop()], dim=1), emb)
         h = self.out(h)  # [B, n_mels, F'] or [B, 1, M', F']
 
         h = h[(..., *(slice(0, n) for n in sizes))]  # crop the padding
