@@ -6,19 +6,23 @@
     stop = StopFlag(); stop.install()             # SIGTERM/SIGINT: finish the step, then stop
 
 As EDM's torch_utils/distributed.py: one module, imported by training and by inference, that
-imports nothing of audiodiff.
+imports nothing of audiodiff but its UsageError.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from .cli import UsageError
 
 
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -75,6 +79,32 @@ def init_distributed(device_name: str, timeout_s: float) -> tuple[int, int]:
         dist.init_process_group(backend, store=dist.PrefixStore(f"audiodiff/attempt{attempt}", store),
                                 rank=rank, world_size=world, timeout=timeout)
     return world, rank
+
+
+def check_shared_paths(world: int, rank: int, run_dir: Path, files: dict[str, Path]) -> None:
+    """Several processes, maybe on several machines: every rank must see `files` and the run directory
+    (one filesystem that every node mounts, at the same path), else every rank raises the same one-line
+    UsageError naming the rank, its host and the path, instead of some ranks waiting for the rest forever.
+    files: {name in the config: a file that must exist}."""
+    if world == 1:
+        return
+    marker = Path(run_dir) / f".ranks-{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}"
+    if rank == 0:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(socket.gethostname())
+    dist.barrier()
+    seen = {name: Path(path).is_file() for name, path in {**files, "run_dir": marker}.items()}
+    views: list = [None] * world
+    dist.all_gather_object(views, (rank, socket.gethostname(), seen))
+    if rank == 0:
+        marker.unlink(missing_ok=True)
+    for other, host, sees in views:
+        for name, ok in sees.items():
+            if not ok:
+                where = run_dir if name == "run_dir" else Path(files[name]).parent
+                raise UsageError(f"rank {other} on {host} cannot see {name}={str(where)!r}: dump/ and exp/ must "
+                                 "be on a filesystem every node mounts, at the same path (README: Training across "
+                                 "machines)")
 
 
 def all_agree(flags: list[bool], device: torch.device, world: int) -> list[bool]:

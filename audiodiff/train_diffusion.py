@@ -36,7 +36,8 @@ from .diffusion import objectives
 from .diffusion.scaling import DataScaler
 from .optim import ema_copy, ema_update, optimizer_kwargs, warmup_cosine
 from .pipeline import AudioDiffusionPipeline
-from .runtime import StopFlag, all_agree, init_distributed, pick_device, rng_state, set_rng_state
+from .runtime import (StopFlag, all_agree, check_shared_paths, init_distributed, pick_device, rng_state,
+                      set_rng_state)
 
 log = logging.getLogger("audiodiff")
 
@@ -56,6 +57,7 @@ def train_diffusion(cfg) -> dict:
         raise UsageError(f"train.batch_size={t.batch_size} must be divisible by ranks x grad_accum "
                          f"({world} x {t.grad_accum})")
     micro = t.batch_size // (world * t.grad_accum)  # per rank, per micro-step
+    check_shared_paths(world, rank, Path(cfg.run_dir), {"data.dir": Path(cfg.data.dir) / "manifest.jsonl"})
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone

@@ -82,7 +82,8 @@ CASES = [
     ("digits-zero", DIGITS + ["--out", "OUT", "--per-digit", "0"], ["per"]),
     # the recipe (AUDIODIFF_WORK=OUT)
     ("run.sh-unknown-option", RUN_SH + ["--bogus"],
-     ["unknown option --bogus", "valid: --smoke --cpu --stage --stop-stage --nproc --finetune-vocoder"]),
+     ["unknown option --bogus", "valid: --smoke --cpu --stage --stop-stage --nproc --nnodes --node-rank",
+      "--rdzv-endpoint --rdzv-id --rdzv-timeout --max-restarts --finetune-vocoder"]),
     ("run.sh-bad-stage", RUN_SH + ["--stage", "two"], ["--stage needs a whole number"]),
     ("run.sh-positional", RUN_SH + ["train"], ["unexpected argument 'train'", "key=value"]),
     ("run.sh-unknown-key", RUN_SH + ["--smoke", "train.max_stepz=3"],
