@@ -154,7 +154,8 @@ def train_classifier(prepared_dir, run_dir, valid_dir=None, test_dir=None, num_c
     def evaluate_valid(step: int) -> float | None:
         if valid is None:
             return None
-        acc = cast(float, split_accuracy(net, valid, segment_frames, silence, device))  # None: an unlabelled split
+        # never None: _read_splits refuses a valid split without labels
+        acc = cast(float, split_accuracy(net, valid, segment_frames, silence, device))
         if acc >= best["accuracy"]:  # ties: the later (more trained) weights
             best.update(accuracy=acc, step=step,
                         state={k: v.detach().clone().cpu() for k, v in net.state_dict().items()})

@@ -54,17 +54,22 @@ def test_pinned_pair_check_allows_local_tags_only():
     assert not install.pinned_pair_installed({**good, "torch": "not installed"})
 
 
+def _broken_torchaudio(folder, version: str):
+    """A folder to put first on PYTHONPATH: torchaudio `version` (its metadata and __version__) whose
+    compiled library fails to load."""
+    (folder / "torchaudio").mkdir()
+    (folder / "torchaudio" / "__init__.py").write_text(f"__version__ = {version!r}\n")
+    (folder / "torchaudio" / "functional.py").write_text(f"raise OSError({LOAD_ERROR!r})\n")
+    meta = folder / f"torchaudio-{version}.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torchaudio\nVersion: {version}\n")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def broken_torchaudio(tmp_path_factory):
-    """A folder to put first on PYTHONPATH: torchaudio 2.11.1 whose compiled library fails."""
-    stub = tmp_path_factory.mktemp("stub")
-    (stub / "torchaudio").mkdir()
-    (stub / "torchaudio" / "__init__.py").write_text('__version__ = "2.11.1"\n')
-    (stub / "torchaudio" / "functional.py").write_text(f"raise OSError({LOAD_ERROR!r})\n")
-    meta = stub / "torchaudio-2.11.1.dist-info"
-    meta.mkdir()
-    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: torchaudio\nVersion: 2.11.1\n")
-    return stub
+    """torchaudio 2.11.1 beside torch 2.11.0: the pair that broke fresh installs."""
+    return _broken_torchaudio(tmp_path_factory.mktemp("stub"), "2.11.1")
 
 
 def _run(args, stub, cwd):
@@ -107,14 +112,7 @@ def test_every_command_names_a_broken_torchaudio_in_one_line(tmp_path, broken_to
 def broken_pinned_torchaudio(tmp_path_factory):
     """The pinned version's metadata, but a compiled library that fails (a damaged install): the
     start-up check trusts the versions, so the fault surfaces where torchaudio is first used."""
-    stub = tmp_path_factory.mktemp("stub_pinned")
-    (stub / "torchaudio").mkdir()
-    (stub / "torchaudio" / "__init__.py").write_text('__version__ = "2.11.0"\n')
-    (stub / "torchaudio" / "functional.py").write_text(f"raise OSError({LOAD_ERROR!r})\n")
-    meta = stub / "torchaudio-2.11.0.dist-info"
-    meta.mkdir()
-    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: torchaudio\nVersion: 2.11.0\n")
-    return stub
+    return _broken_torchaudio(tmp_path_factory.mktemp("stub_pinned"), "2.11.0")
 
 
 def test_a_damaged_pinned_torchaudio_is_named_where_it_is_first_used(tmp_path, broken_pinned_torchaudio):

@@ -418,7 +418,13 @@ def test_recipe_configs_dry_run(experiment):
     result = run([sys.executable, "-m", "audiodiff.train", f"+experiment={experiment}", "data.dir=x", "--dry-run"],
                  timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "dry run: net UNet" in result.stdout
+    # the summary line names what the config builds: the same net, schedule and mel as building it here
+    from audiodiff.config import build, compose_config
+
+    audio, net, schedule = build(compose_config([f"+experiment={experiment}", "data.dir=x"]))
+    n = sum(p.numel() for p in net.parameters())
+    assert (f"dry run: net UNet with {n:,} parameters, schedule T={schedule.num_steps}, "
+            f"audio {audio.sample_rate} Hz x {audio.n_mels} mels") in result.stdout
 
 
 @pytest.mark.parametrize("experiment, classes, clip_samples", [
