@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import IO, Any, cast
 
 
 def write_text_atomic(path: Path, data: str | bytes, fsync: bool = True) -> None:
@@ -19,9 +18,8 @@ def write_text_atomic(path: Path, data: str | bytes, fsync: bool = True) -> None
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with cast(IO[Any], open(tmp, "wb") if isinstance(data, bytes)  # binary or text, by `data`
-                  else open(tmp, "w", encoding="utf-8", newline="\n")) as f:
-            f.write(data)
+        with open(tmp, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
