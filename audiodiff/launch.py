@@ -10,6 +10,7 @@ line naming the endpoint, the wait and what to check, and exit status 1, instead
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -20,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.run import get_args_parser, run
 
     args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    # A node that dies and is started again must be able to rejoin. With the agent-hosted TCP store that
+    # torch shares with the workers by default, the surviving agent keeps the store address of the first
+    # round and the new agent waits for one that is never published (pytorch/pytorch#135712): each round
+    # then publishes its own, as before torch 2.5. An explicit setting in the environment wins.
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     try:
         run(args)
     except (RendezvousTimeoutError, RendezvousClosedError) as e:

@@ -61,9 +61,14 @@ def init_distributed(device_name: str, timeout_s: float) -> tuple[int, int]:
     nccl, each rank on GPU LOCAL_RANK, unless device_name is "cpu" or there is no GPU (gloo).
     Call it before pick_device, so that "auto" picks this rank's GPU.
 
-    torchrun keeps one key-value store across restarts, and gloo publishes each rank's address
-    there: without a fresh namespace per attempt, a restarted rank can read the dead attempt's
-    address and wait on it forever. So each attempt gets its own prefix.
+    Where the agent hosts the store (TORCHELASTIC_USE_AGENT_STORE=True), it outlives restarts, and
+    gloo publishes each rank's address there: without a fresh namespace per attempt, a restarted
+    rank can read the dead attempt's address and wait on it forever, so each attempt gets its own
+    prefix, by torchrun's restart count. That count is each agent's own: an agent started again
+    after its node died counts from 0 while the others do not, and the ranks would wait in different
+    namespaces (pytorch/pytorch#135712). audiodiff.launch therefore turns the shared store off; rank
+    0 then hosts a new store for every attempt, at the port its agent publishes for that round, and
+    no prefix is needed.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -72,10 +77,10 @@ def init_distributed(device_name: str, timeout_s: float) -> tuple[int, int]:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         timeout = timedelta(seconds=float(timeout_s))
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") if agent_store else "0"
         store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                              is_master=rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True",
-                              timeout=timeout)
+                              is_master=rank == 0 and not agent_store, timeout=timeout)
         dist.init_process_group(backend, store=dist.PrefixStore(f"audiodiff/attempt{attempt}", store),
                                 rank=rank, world_size=world, timeout=timeout)
     return world, rank

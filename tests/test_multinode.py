@@ -2,6 +2,7 @@
 rendezvous on 127.0.0.1, started through audiodiff.launch as the recipes start them (gloo, CPU).
 
   - 2 agents x 1 process train the same weights as 1 process with the same global batch;
+  - a node killed mid-run and started again: both agents resume from the last checkpoint and finish;
   - an agent alone stops after the rendezvous timeout with one line, not a hang;
   - a rank that cannot see the prepared features stops every rank with one line naming it.
 """
@@ -108,3 +109,63 @@ def test_recipe_multinode_options_are_checked_in_one_line(args, expected, tmp_pa
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and expected in lines[0], r.stderr
     assert not (tmp_path / "work").exists()
+
+
+
+def kill_node(agent_proc: subprocess.Popen) -> None:
+    """SIGKILL an agent and everything under it, as when its machine dies (torchrun starts each
+    worker in a session of its own, so the agent's process group alone would leave them running)."""
+    tree, todo = [], [agent_proc.pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        for d in Path("/proc").iterdir():
+            try:
+                if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    todo.append(int(d.name))
+            except OSError:
+                continue
+    for pid in tree:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    agent_proc.communicate(timeout=60)
+
+
+def test_a_killed_node_started_again_resumes_both_from_the_last_checkpoint(prepared, tmp_path):
+    """Node 1 dies (SIGKILL of its agent and worker) just after the first checkpoint; node 0's
+    agent restarts its worker (--max-restarts 1) and waits at the rendezvous; node 1 is started again
+    with the same command. Both resume from the last checkpoint and finish, with the weights of a
+    two-node run that was never interrupted: nothing lost, nothing trained twice."""
+    import time
+
+    from audiodiff.checkpoint import list_checkpoints
+    argv = overrides(prepared, tmp_path / "killed", "train.max_steps=60", "device=cpu")
+    port = free_port()
+    node0 = agent(0, port, argv, max_restarts=1)
+    time.sleep(1)  # node 0's agent hosts the rendezvous store (as on a cluster: the endpoint is node 0)
+    node1 = agent(1, port, argv, max_restarts=1)
+    t0 = time.monotonic()
+    while not list_checkpoints(tmp_path / "killed" / "checkpoints"):
+        assert node0.poll() is None and node1.poll() is None and time.monotonic() - t0 < 240, "no checkpoint"
+        time.sleep(0.02)
+    kill_node(node1)
+    last = int(list_checkpoints(tmp_path / "killed" / "checkpoints")[-1].stem.split("_")[1])
+    assert last < 60, "the run ended before the node was killed"
+    results = finish([node0, agent(1, port, argv, max_restarts=1)])
+    for code, out in results:
+        assert code == 0, out[-3000:]
+    both = results[0][1] + results[1][1]  # rank 0 says where every rank resumed from
+    resumed = [ln for ln in both.splitlines() if ln.startswith("resuming from")]
+    assert len(resumed) == 1 and resumed[0].endswith(f"(step {last})"), both[-3000:]
+
+    plain = overrides(prepared, tmp_path / "plain", "train.max_steps=60", "device=cpu")
+    port = free_port()
+    for code, out in finish([agent(0, port, plain), agent(1, port, plain)]):
+        assert code == 0, out[-3000:]
+    step, model, ema = _final_weights(tmp_path / "killed")
+    _, model_plain, ema_plain = _final_weights(tmp_path / "plain")
+    assert step == 60
+    for k in model:
+        assert torch.equal(model[k], model_plain[k]) and torch.equal(ema[k], ema_plain[k]), k
