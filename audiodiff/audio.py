@@ -31,7 +31,6 @@ import torch.nn as nn
 from .install import torchaudio_functional
 
 NORMALIZATIONS = ("minmax", "none")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au")
 
 
 class AudioConfigError(ValueError):

@@ -48,7 +48,8 @@ from .atomic import write_json_atomic
 from .audio import AudioConfig, AudioFileError, MelSpec, fit_wave, load_audio
 from .cli import OneLineParser, UsageError, one_line
 from .install import InstallError
-from .manifest import ClipSet, read_prepared_split, scan_folder
+from .clipsets import ClipSet, read_prepared_split
+from .manifest import scan_folder
 from .metrics import (ClassifierScorer, frechet_distance, kid, load_classifier, log_spectral_distance, mel_l1_distance,
                       mel_statistics, multi_resolution_stft_distance)
 from .pipeline import AudioDiffusionPipeline, ModelLoadError

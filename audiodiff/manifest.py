@@ -2,9 +2,11 @@
 
 The data-directory contract (ESPnet's data dirs): `load_manifest` reads what users write,
 `scan_folder` finds audio under a folder without ever following a loop or opening a FIFO, and
-`read_prepared` reads what `python -m audiodiff.prepare` writes (manifest.jsonl + cache.json).
-`read_prepared_split` loads a prepared folder's cached mels for scoring; `resolve_audio_files`
-turns any of these (or a list) into audio files.
+`read_prepared` reads what `python -m audiodiff.prepare` writes (manifest.jsonl + cache.json) and
+`check_prepared_audio` says when its mel is not the one wanted; `resolve_audio_files` turns any of
+these (or a list) into audio files.
+
+Standard library only: the dataset builders read manifests without loading torch.
 """
 
 from __future__ import annotations
@@ -13,15 +15,12 @@ import errno
 import json
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from .cli import UsageError
 
-from .audio import AUDIO_EXTENSIONS, AudioConfig
-from .cli import UsageError, one_line
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au")
 
 
 class ManifestError(ValueError):
@@ -110,6 +109,16 @@ def read_prepared(prepared_dir: str | Path) -> tuple[list[dict], dict]:
             raise ValueError(f"{d}: manifest.jsonl and cache.json disagree ({e.get('feats')!r} is not under "
                              f"feats/{key}/); an interrupted prepare? Re-run python -m audiodiff.prepare")
     return entries, cache
+
+
+def check_prepared_audio(data_dir, prepared, wanted, whose: str = "",
+                         fix: str = "re-run prepare with this config or set audio.* to match") -> None:
+    """UsageError when the mel a folder was prepared with (`prepared`, an AudioConfig) is not the one
+    `wanted` (the run's config, or `whose`'s: "the classifier's"), naming both values and `fix`."""
+    mismatch = prepared.describe_mismatch(wanted, "data", whose.removeprefix("the ").removesuffix("'s") or "config")
+    if mismatch:
+        than = f" than {whose}" if whose else ""
+        raise UsageError(f"{data_dir} was prepared with another audio config{than} ({mismatch}); {fix}")
 
 
 # --------------------------------------------------------------------------- dataset
@@ -205,44 +214,3 @@ def resolve_audio_files(data, split: str | None = None) -> list[Path]:
         raise ValueError(f"vocoder data {str(data)!r} has no audio files"
                          + (f" with split={split!r}" if split else "") + f" ({', '.join(AUDIO_EXTENSIONS)})")
     return files
-
-
-@dataclass
-class ClipSet:
-    """Clips to score: normalised log-mels [n_mels, F] in one audio config, with labels (-1 unknown)."""
-
-    name: str
-    mels: list
-    labels: np.ndarray
-    audio_config: AudioConfig
-    note: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-def read_prepared_split(prepared_dir: str | os.PathLike, name: str, audio_config: AudioConfig | None = None) -> ClipSet:
-    """The cached mels and labels of a folder written by audiodiff.prepare. When `audio_config` is
-    given, the folder's must equal it (else UsageError naming both values)."""
-    d = Path(prepared_dir)
-    try:
-        entries, cache = read_prepared(d)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(one_line(err)) from None
-    if not entries:
-        raise UsageError(f"{d}/manifest.jsonl lists no clips; see {d}/skipped.tsv")
-    config = AudioConfig.from_dict(cache["audio_config"])
-    if audio_config is not None:
-        diff = audio_config.describe_mismatch(config, ours="classifier", theirs=f"{d}")
-        if diff:
-            raise UsageError(f"{d} was prepared with another mel than the classifier's ({diff}); prepare it "
-                                "with the classifier's audio config (python -m audiodiff.prepare --audio-config)")
-    mels, labels = [], []
-    for e in entries:
-        try:
-            arr = np.load(d / e["feats"])
-        except (OSError, ValueError) as err:
-            raise UsageError(f"{d / e['feats']}: cannot read cached features ({err}); re-run "
-                                "python -m audiodiff.prepare") from None
-        mels.append(torch.from_numpy(arr.astype(np.float32)).T.contiguous())  # [n_mels, F]
-        label = e.get("label", -1)
-        labels.append(int(label) if isinstance(label, int) else -1)
-    return ClipSet(name, mels, np.array(labels, dtype=np.int64), config)

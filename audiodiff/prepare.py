@@ -59,13 +59,13 @@ import numpy as np
 import torch
 
 from .atomic import write_text_atomic
-from .audio import (AUDIO_EXTENSIONS, AudioConfig, AudioConfigError, AudioFileError, MelSpec, audio_info, load_audio,
+from .audio import (AudioConfig, AudioConfigError, AudioFileError, MelSpec, audio_info, load_audio,
                     resample)
 from .cli import OneLineParser, UsageError
 from .config import load_audio_config_file
 from .install import InstallError
 from .install import check as check_install
-from .manifest import ManifestError, load_manifest, scan_folder
+from .manifest import AUDIO_EXTENSIONS, ManifestError, load_manifest, scan_folder
 
 SILENCE_PEAK = 1e-4        # peak below this: the clip is silent and skipped
 DC_OFFSET = 0.2            # |mean| above this: kept, counted in a warning

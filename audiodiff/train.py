@@ -33,9 +33,9 @@ from .checkpoint import CheckpointError
 from .cli import UsageError, one_line
 from .config import build, compose_config, to_plain
 from .install import InstallError
-from .manifest import read_prepared
+from .manifest import check_prepared_audio, read_prepared
 from .train_classifier import train_classifier
-from .train_diffusion import check_prepared_audio, train_diffusion
+from .train_diffusion import train_diffusion
 from .train_vocoder import train_vocoder
 
 
@@ -70,7 +70,7 @@ def task_call(cfg):
             message = one_line(e)
             raise UsageError(message if str(data_dir) in message else f"data.dir={data_dir!r}: {message}") from None
         # the classifier scores generated mels: it must see the same mel
-        check_prepared_audio(AudioConfig.from_dict(cache["audio_config"]), audio, data_dir)
+        check_prepared_audio(data_dir, AudioConfig.from_dict(cache["audio_config"]), audio)
         given = {"prepared_dir": data_dir, "run_dir": cfg.run_dir}
         defaults = {"segment_frames": cfg.data.segment_frames, "num_classes": cfg.data.num_classes or None,
                     "seed": cfg.seed, "device": cfg.device}

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .audio import AudioConfig
 from .checkpoint import atomic_torch_save
 from .data import MelDataset, batches, make_loader
-from .manifest import read_prepared_split
+from .clipsets import read_prepared_split
 from .metrics import accuracy, classify
 from .nets.classifier import CLASSIFIER_FORMAT, CLASSIFIER_FORMAT_VERSION, MelClassifier
 from .optim import warmup_cosine

@@ -34,6 +34,7 @@ from .config import build, instantiate, model_config, to_plain
 from .data import MelDataset, batches, bin_statistics, make_loader
 from .diffusion import objectives
 from .diffusion.scaling import DataScaler
+from .manifest import check_prepared_audio
 from .optim import ema_copy, ema_update, optimizer_kwargs, warmup_cosine
 from .pipeline import AudioDiffusionPipeline
 from .runtime import (StopFlag, all_agree, check_shared_paths, init_distributed, pick_device, rng_state,
@@ -225,21 +226,13 @@ def open_dataset(cfg, audio, dataset_class=MelDataset):
         message = one_line(e)
         where = "" if str(cfg.data.dir) in message else f"data.dir={cfg.data.dir!r}: "
         raise UsageError(where + message) from None
-    check_prepared_audio(dataset.audio_config, audio, cfg.data.dir)
+    check_prepared_audio(cfg.data.dir, dataset.audio_config, audio)
     if dataset.num_classes > cfg.data.num_classes:
         raise UsageError(f"{cfg.data.dir} has labels up to {dataset.num_classes - 1} but data.num_classes="
                          f"{cfg.data.num_classes}; set data.num_classes={dataset.num_classes}")
     if len(dataset) < cfg.train.batch_size:
         raise UsageError(f"{cfg.data.dir} has {len(dataset)} clips, fewer than train.batch_size={cfg.train.batch_size}")
     return dataset
-
-
-def check_prepared_audio(prepared, config, data_dir) -> None:
-    """UsageError when a prepared folder's mel is not the config's (both values named)."""
-    mismatch = prepared.describe_mismatch(config, "data", "config")
-    if mismatch:
-        raise UsageError(f"{data_dir} was prepared with another audio config ({mismatch}); "
-                         "re-run prepare with this config or set audio.* to match")
 
 
 def data_scaler(cfg, dataset, saved: dict | None = None):

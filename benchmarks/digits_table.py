@@ -295,7 +295,7 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     from audiodiff.audio import MelSpec
     from audiodiff.cli import UsageError
     from audiodiff.evaluate import waves_to_mels
-    from audiodiff.manifest import read_prepared_split
+    from audiodiff.clipsets import read_prepared_split
     from audiodiff.metrics import ClassifierScorer, load_classifier
     from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
     from audiodiff.runtime import pick_device

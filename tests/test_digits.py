@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from audiodiff.datasets import digits
-from audiodiff.datasets.digits import DIGITS, SAMPLE_RATE, SPLITS, build_digits, read_manifest
+from audiodiff.datasets.digits import DIGITS, SAMPLE_RATE, SPLITS, build_digits
+from audiodiff.manifest import load_manifest as read_manifest
 from audiodiff.datasets.espeak import Espeak
 
 PER_DIGIT = 3  # three speakers: one per split

@@ -13,7 +13,7 @@ from test_evaluate import tones  # noqa: F401  (fixture: tone splits + a 3-class
 from test_pipeline import make_run
 
 from audiodiff.evaluate import score_sets
-from audiodiff.manifest import read_prepared_split
+from audiodiff.clipsets import read_prepared_split
 from audiodiff.metrics import load_classifier
 from audiodiff.pipeline import AudioDiffusionPipeline
 

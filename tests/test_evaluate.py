@@ -254,7 +254,7 @@ def test_evaluate_clips_without_classifier(tones, capsys, tmp_path):
 def test_evaluate_generated_clips_reports_accuracy_per_requested_label(tones, capsys, tmp_path):
     from audiodiff.audio import MelSpec
     from audiodiff.diffusion.schedules import NoiseSchedule
-    from audiodiff.manifest import read_prepared_split
+    from audiodiff.clipsets import read_prepared_split
     from audiodiff.metrics import classify, inception_score
     from audiodiff.nets.unet import UNet
     from audiodiff.pipeline import AudioDiffusionPipeline

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from audiodiff.datasets import drums, notes
+from audiodiff.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("notes", "notes_cpu", "notes_smoke", "drums", "drums_smoke")
@@ -30,7 +31,7 @@ def tree(root):
 
 
 def manifests(root, module):
-    return {split: module.read_manifest(Path(root) / f"{split}.jsonl") for split in ("train", "valid", "test")}
+    return {split: load_manifest(Path(root) / f"{split}.jsonl") for split in ("train", "valid", "test")}
 
 
 def run(args, env=None, timeout=300):

@@ -1,13 +1,14 @@
 """What the dataset modules share.
 
 All of them (sc09, ljspeech, nsynth, folder, digits, notes, drums): the error type, atomic
-writes of text/jsonl/json, the integer check and the one-line-error argument parser.
+writes of text/jsonl/json, the integer check and the command line (`run_cli`: cli's one-line
+parser, errors and Ctrl-C as one line). Manifests are read with audiodiff.manifest.load_manifest.
 
 The offline builders (digits, notes, drums) also share the machinery around their audio: the
 build record in OUT/build.json that makes a rerun a no-op and refuses a folder made otherwise
 (`finished_build`, `start_build`, `finish_build`) and drops a killed build's partial files,
 atomic 16-bit WAV writes, the 80/10/10 cut, the split manifests, checks of seed and worker
-count, the process pool's start method and the CLI's error and Ctrl-C handling.
+count and the process pool's start method.
 
 Standard library only at import: building manifests reads file trees and headers, never loads
 torch (`write_wav` imports soundfile when it is called).
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..atomic import write_text_atomic
+from ..cli import OneLineParser, UsageError
 from ..install import InstallError
 
 SPLITS = ("train", "valid", "test")
@@ -48,19 +50,6 @@ def write_jsonl(path: Path, rows, ensure_ascii: bool = False) -> None:
 def write_json(path: Path, obj) -> None:
     """An indented JSON file (labels.json, info.json), written atomically."""
     write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
-
-
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Entries of a jsonl manifest, with "path" made absolute (relative to the file)."""
-    path = Path(path)
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                entry = json.loads(line)
-                entry["path"] = str((path.parent / entry["path"]).resolve())
-                entries.append(entry)
-    return entries
 
 
 def write_wav(path: Path, pcm, sample_rate: int) -> None:
@@ -187,36 +176,21 @@ def package_version(dist: str) -> str:
 
 # ----------------------------------------------------------------------------- CLI
 
-class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line and exit 2 (argparse prints the whole usage first).
-
-    `parser.error(str(e))` is also how main reports a DatasetError: the same line, the same status.
-    see_help=True ends argument errors with " (see --help)" (the offline builders: build_parser).
-    """
-
-    def __init__(self, *args, see_help: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.see_help = see_help
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}{' (see --help)' if self.see_help else ''}\n")
-
-
-def build_parser(module: str, description: str) -> Parser:
-    """The CLI of an offline builder, `python -m audiodiff.datasets.MODULE --out DIR ...`, whose
-    argument errors end with " (see --help)"."""
-    parser = Parser(prog=f"python -m audiodiff.datasets.{module}", description=description, see_help=True)
+def build_parser(module: str, description: str) -> OneLineParser:
+    """The CLI of an offline builder, `python -m audiodiff.datasets.MODULE --out DIR ...`."""
+    parser = OneLineParser(prog=f"python -m audiodiff.datasets.{module}", description=description)
     parser.add_argument("--out", required=True, help="output directory (new, empty, or an earlier build)")
     return parser
 
 
-def run_build(parser: argparse.ArgumentParser, build: Callable[[], object],
-              interrupted: str = "run the same command again to resume") -> int:
-    """Call build(): a DatasetError becomes one line on stderr and exit 2, Ctrl-C one line
-    (interrupted: what to do next) and exit 130; else 0."""
+def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None, build: Callable[[argparse.Namespace], object],
+            interrupted: str = "run the same command again") -> int:
+    """Parse argv and call build(args): a mistake in the arguments (UsageError) or a DatasetError
+    becomes one line on stderr and exit 2, an InstallError exit 1, Ctrl-C one line (interrupted: what
+    to do next) and exit 130; else 0."""
     try:
-        build()
-    except DatasetError as exc:
+        build(parser.parse_args(argv))
+    except (UsageError, DatasetError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     except InstallError as exc:  # torch or torchaudio cannot load: the machine, not the arguments
         parser.exit(1, f"{parser.prog}: error: {exc}\n")

@@ -7,7 +7,7 @@ Layout of DIR:
     build.json                       parameters and counts; a rerun with the same ones is a no-op
     train.jsonl valid.jsonl test.jsonl
                                      {"path", "label", "word", "speaker"} per line; "path" is
-                                     relative to DIR (use `read_manifest` to resolve it)
+                                     relative to DIR (audiodiff.manifest.load_manifest resolves it)
     wavs/<split>/<label>/<speaker>_<k>.wav
                                      1 s, 22,050 Hz, mono, 16-bit PCM, the word centred
 
@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from ._common import (SPLITS, DatasetError, build_parser, check_seed, check_workers, finish_build, finished_build,
-                      is_count, package_version, pool_context, read_manifest, run_build, split_sizes, start_build,
+                      is_count, package_version, pool_context, run_cli, split_sizes, start_build,
                       write_splits, write_wav)
 from .espeak import Espeak
 
 __all__ = ["DIGITS", "SAMPLE_RATE", "CLIP_SAMPLES", "VOICES", "VARIANTS", "SPLITS",
-           "DigitsError", "build_digits", "read_manifest", "main"]
+           "DigitsError", "build_digits", "main"]
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SAMPLE_RATE = 22050  # espeak-ng's native rate, which is also the project's default audio rate
@@ -343,13 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: all CPU cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    args = parser.parse_args(argv)
     # Call through the imported module, not __main__, so worker processes can find the functions.
     from audiodiff.datasets import digits
 
     # Ctrl-C keeps the finished wavs; the same command picks up from them.
-    return run_build(parser, lambda: digits.build_digits(args.out, args.per_digit, args.seed, args.workers,
-                                                         verbose=not args.quiet))
+    return run_cli(parser, argv, lambda args: digits.build_digits(args.out, args.per_digit, args.seed, args.workers,
+                                                                  verbose=not args.quiet),
+                   interrupted="run the same command again to resume")
 
 
 if __name__ == "__main__":

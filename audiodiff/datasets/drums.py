@@ -52,11 +52,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (SPLITS, DatasetError, build_parser, finish_build, finished_build, read_manifest, run_build,
+from ._common import (SPLITS, DatasetError, build_parser, finish_build, finished_build, run_cli,
                       split_sizes, start_build, write_splits, write_wav)
 
 __all__ = ["LABELS", "SAMPLE_RATE", "CLIP_SAMPLES", "SPLITS", "DEFAULT_KITS_DIR", "DrumsError",
-           "build_drums", "find_kits", "label_for", "read_manifest", "main"]
+           "build_drums", "find_kits", "label_for", "main"]
 
 SAMPLE_RATE = 22050
 CLIP_SAMPLES = SAMPLE_RATE  # 1 s
@@ -381,9 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"folder of kit folders with drumkit.xml (default {DEFAULT_KITS_DIR}, "
                              f"from: {_APT})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    args = parser.parse_args(argv)
-    return run_build(parser, lambda: build_drums(args.out, args.kits_dir, verbose=not args.quiet),
-                     interrupted="run the same command again")
+    return run_cli(parser, argv, lambda args: build_drums(args.out, args.kits_dir, verbose=not args.quiet))
 
 
 if __name__ == "__main__":

@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_text_atomic
-from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
+from ..cli import OneLineParser
+from ..manifest import AUDIO_EXTENSIONS
+from ..manifest import scan_folder as find_audio
+from ._common import DatasetError, is_count, run_cli, write_json, write_jsonl
 
 __all__ = ["AUDIO_EXTENSIONS", "FolderError", "scan_folder", "pick_overrides", "make_manifests", "main"]
-
-# The same tuple as audiodiff.audio.AUDIO_EXTENSIONS (a test checks), not imported from there
-# because that module loads torch, and this step only reads headers.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au")
 
 DEFAULTS = {"sample_rate": 22050, "hop_length": 256, "fmax": 8000.0, "pad_multiple": 8,
             "min_segment_seconds": 0.5, "max_segment_seconds": 4.0, "frames_per_batch": 128 * 87,
@@ -70,24 +69,19 @@ def scan_folder(audio_dir: str | os.PathLike, *, max_files: int = 0) -> list[dic
     import soundfile as sf
 
     root = Path(audio_dir).expanduser().absolute()
-    found, visited = [], set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in visited:  # a symlink loop, or two links to one folder
-            dirs[:] = []
-            continue
-        visited.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith("."):
-                found.append(Path(folder) / name)
-    found.sort(key=lambda p: p.relative_to(root).as_posix())
+    listed, skipped, _ = find_audio(root)  # symlinks followed, loops never, FIFOs not opened
+    found = [(e["id"], Path(e["path"]), None) for e in listed]
+    found += [(os.path.relpath(path, root).replace(os.sep, "/"), Path(path), reason) for path, reason in skipped
+              if path.lower().endswith(AUDIO_EXTENSIONS) and not reason.startswith(("not a file", "symlink loop: dir"))]
+    found = sorted(f for f in found if not any(part.startswith(".") for part in f[0].split("/")))  # hidden
     if max_files:
         found = found[:max_files]
     entries = []
-    for path in found:
-        entry: dict[str, Any] = {"path": str(path), "id": path.relative_to(root).as_posix()}
+    for rel, path, reason in found:
+        entry: dict[str, Any] = {"path": str(path), "id": rel}
         try:
+            if reason:
+                raise ValueError(reason)
             info = sf.info(str(path))
             if info.samplerate <= 0 or info.frames <= 0:
                 raise ValueError("no samples")
@@ -213,28 +207,27 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, c
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python -m audiodiff.datasets.folder",
-               description="Manifest and training settings for a folder of audio files.")
+    p = OneLineParser(prog="python -m audiodiff.datasets.folder",
+                      description="Manifest and training settings for a folder of audio files.")
     p.add_argument("--data-dir", "--audio-dir", dest="data_dir", required=True, help="folder of audio files")
     p.add_argument("--out", required=True, help="output folder (train.jsonl, overrides.yaml, info.json)")
     p.add_argument("--config", type=Path, help="resolved experiment config YAML (train --cfg); default: built-ins")
     p.add_argument("--max-files", type=int, default=None, help="keep the first N files (default: the config's, or all)")
     p.add_argument("--quiet", action="store_true", help="no summary")
-    args = p.parse_args(argv)
-    try:
-        config = None
-        if args.config is not None:
-            import yaml
+    return run_cli(p, argv, _run)
 
-            try:
-                config = yaml.safe_load(args.config.read_text())
-            except (OSError, yaml.YAMLError) as e:
-                reason = " ".join(str(e).split())[:200]
-                raise FolderError(f"--config {args.config}: cannot read it ({reason})") from None
-        make_manifests(args.data_dir, args.out, config=config, max_files=args.max_files, verbose=not args.quiet)
-    except FolderError as e:
-        p.error(str(e))
-    return 0
+
+def _run(args) -> None:
+    config = None
+    if args.config is not None:
+        import yaml
+
+        try:
+            config = yaml.safe_load(args.config.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            reason = " ".join(str(e).split())[:200]
+            raise FolderError(f"--config {args.config}: cannot read it ({reason})") from None
+    make_manifests(args.data_dir, args.out, config=config, max_files=args.max_files, verbose=not args.quiet)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
+from ..cli import OneLineParser
+from ._common import DatasetError, is_count, run_cli, write_json, write_jsonl
 
 __all__ = ["SPLITS", "LJSpeechError", "split_ids", "make_manifests", "main"]
 
@@ -111,8 +112,8 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, n
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python -m audiodiff.datasets.ljspeech",
-               description="Train/valid/test manifests of an unpacked LJSpeech-1.1.")
+    p = OneLineParser(prog="python -m audiodiff.datasets.ljspeech",
+                      description="Train/valid/test manifests of an unpacked LJSpeech-1.1.")
     p.add_argument("--data-dir", required=True, help="the LJSpeech-1.1 folder (metadata.csv, wavs/)")
     p.add_argument("--out", required=True, help="output folder for the manifests")
     p.add_argument("--num-valid", type=int, default=100, help="held-out validation clips (default 100)")
@@ -120,13 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1234, help="seed of the held-out choice (default 1234)")
     p.add_argument("--max-train", type=int, default=0, help="keep the first N training clips (default 0: all)")
     p.add_argument("--quiet", action="store_true", help="no summary line")
-    args = p.parse_args(argv)
-    try:
-        make_manifests(args.data_dir, args.out, num_valid=args.num_valid, num_test=args.num_test,
-                       seed=args.seed, max_train=args.max_train, verbose=not args.quiet)
-    except LJSpeechError as e:
-        p.error(str(e))
-    return 0
+    return run_cli(p, argv, lambda args: make_manifests(
+        args.data_dir, args.out, num_valid=args.num_valid, num_test=args.num_test, seed=args.seed,
+        max_train=args.max_train, verbose=not args.quiet))
 
 
 if __name__ == "__main__":

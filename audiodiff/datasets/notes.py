@@ -50,11 +50,11 @@ from pathlib import Path
 import numpy as np
 
 from ._common import (SPLITS, DatasetError, build_parser, check_seed, check_workers, finish_build, finished_build,
-                      is_count, package_version, pool_context, read_manifest, run_build, split_sizes, start_build,
+                      is_count, package_version, pool_context, run_cli, split_sizes, start_build,
                       write_splits, write_wav)
 
 __all__ = ["FAMILIES", "VELOCITIES", "SAMPLE_RATE", "CLIP_SAMPLES", "NOTE_OFF_SAMPLES", "SPLITS",
-           "NotesError", "build_notes", "default_soundfont", "read_manifest", "main"]
+           "NotesError", "build_notes", "default_soundfont", "main"]
 
 SAMPLE_RATE = 22050  # the project's default audio rate
 CLIP_SECONDS = 2.0
@@ -341,13 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: all CPU cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    args = parser.parse_args(argv)
     # Call through the imported module, not __main__, so worker processes can find the functions.
     from audiodiff.datasets import notes
 
     # Ctrl-C keeps the finished wavs; the same command picks up from them.
-    return run_build(parser, lambda: notes.build_notes(args.out, args.per_class, args.seed, args.soundfont,
-                                                       args.workers, verbose=not args.quiet))
+    return run_cli(parser, argv, lambda args: notes.build_notes(args.out, args.per_class, args.seed, args.soundfont,
+                                                                args.workers, verbose=not args.quiet),
+                   interrupted="run the same command again to resume")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ import os
 import sys
 from pathlib import Path
 
-from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
+from ..cli import OneLineParser
+from ._common import DatasetError, is_count, run_cli, write_json, write_jsonl
 
 __all__ = ["FAMILIES", "SOURCES", "SPLITS", "NSynthError", "make_manifests", "main"]
 
@@ -149,8 +150,8 @@ def _names(values, valid, what) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python -m audiodiff.datasets.nsynth",
-               description="Manifests of NSynth (json/wav archives), labelled by instrument family.")
+    p = OneLineParser(prog="python -m audiodiff.datasets.nsynth",
+                      description="Manifests of NSynth (json/wav archives), labelled by instrument family.")
     p.add_argument("--data-dir", required=True, help="folder holding nsynth-train/ nsynth-valid/ nsynth-test/")
     p.add_argument("--out", required=True, help="output folder for the manifests")
     p.add_argument("--splits", default=",".join(SPLITS), help="comma-separated (default train,valid,test)")
@@ -160,14 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-label", type=int, default=0,
                    help="keep the first N notes of each family in each split (default 0: all)")
     p.add_argument("--quiet", action="store_true", help="no summary line")
-    args = p.parse_args(argv)
-    try:
-        make_manifests(args.data_dir, args.out, splits=args.splits, pitch_min=args.pitch_min,
-                       pitch_max=args.pitch_max, sources=args.sources, per_label=args.per_label,
-                       verbose=not args.quiet)
-    except NSynthError as e:
-        p.error(str(e))
-    return 0
+    return run_cli(p, argv, lambda args: make_manifests(
+        args.data_dir, args.out, splits=args.splits, pitch_min=args.pitch_min, pitch_max=args.pitch_max,
+        sources=args.sources, per_label=args.per_label, verbose=not args.quiet))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import DatasetError, Parser, is_count, write_json, write_jsonl
+from ..cli import OneLineParser
+from ._common import DatasetError, is_count, run_cli, write_json, write_jsonl
 
 __all__ = ["DIGITS", "SPLITS", "SC09Error", "make_manifests", "main"]
 
@@ -122,19 +123,15 @@ def make_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python -m audiodiff.datasets.sc09",
-               description="Train/valid/test manifests of SC09 from an unpacked Speech Commands v0.02.")
+    p = OneLineParser(prog="python -m audiodiff.datasets.sc09",
+                      description="Train/valid/test manifests of SC09 from an unpacked Speech Commands v0.02.")
     p.add_argument("--data-dir", required=True, help="the unpacked speech_commands_v0.02.tar.gz")
     p.add_argument("--out", required=True, help="output folder for the manifests")
     p.add_argument("--per-label", type=int, default=0,
                    help="keep the first N clips of each digit in each split (default 0: all)")
     p.add_argument("--quiet", action="store_true", help="no summary line")
-    args = p.parse_args(argv)
-    try:
-        make_manifests(args.data_dir, args.out, per_label=args.per_label, verbose=not args.quiet)
-    except SC09Error as e:
-        p.error(str(e))
-    return 0
+    return run_cli(p, argv, lambda args: make_manifests(args.data_dir, args.out, per_label=args.per_label,
+                                                        verbose=not args.quiet))
 
 
 if __name__ == "__main__":
