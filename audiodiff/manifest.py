@@ -138,11 +138,20 @@ def scan_folder(root: str | Path, exclude: str | Path | None = None):
     root = os.path.abspath(os.fspath(root))
     exclude = os.path.abspath(os.fspath(exclude)) if exclude is not None else None
     entries, skipped, ignored = [], [], 0
-    st = os.stat(root)
-    visited = {(st.st_dev, st.st_ino): root}
+    visited: dict = {}  # (dev, inode) -> the path it was searched as; marked when walked (depth-first)
     stack = [root]
     while stack:
         folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError as e:
+            skipped.append((folder, f"unreadable directory: {e.strerror or e}"))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            skipped.append((folder, f"symlink loop: directory already searched as {visited[key]!r}"))
+            continue
+        visited[key] = folder
         try:
             with os.scandir(folder) as it:
                 children = sorted(it, key=lambda e: e.name)
@@ -168,12 +177,6 @@ def scan_folder(root: str | Path, exclude: str | Path | None = None):
             if stat.S_ISDIR(st.st_mode):
                 if _has_audio_ext(child.name):
                     skipped.append((path, "not a file: a directory named like audio (searched inside)"))
-                key = (st.st_dev, st.st_ino)
-                if key in visited:
-                    skipped.append((path, "symlink loop: directory already searched as "
-                                          f"{visited[key]!r}"))
-                    continue
-                visited[key] = path
                 subdirs.append(path)
             elif _has_audio_ext(child.name):
                 if not stat.S_ISREG(st.st_mode):
