@@ -159,6 +159,36 @@ def model_config(run: dict) -> dict:
     }
 
 
+def pipeline_model_config(net, schedule, prediction: str, audio_config: AudioConfig, num_classes: int,
+                          config: dict | None = None, segment_frames: int | None = None) -> dict:
+    """The model config (as model_config) of a pipeline built from objects: `config`'s entries, with the
+    net's constructor arguments (its `.config`), the schedule, prediction, audio and classes filled in."""
+    config = to_plain(dict(config or {}))
+    if "net" not in config:
+        net_kwargs = getattr(net, "config", None)
+        if net_kwargs is None:
+            raise ValueError(f"{type(net).__name__} has no .config dict of constructor arguments; pass "
+                             "config={'net': {'_target_': ..., **kwargs}} so save_pretrained can rebuild it")
+        cls = type(net)
+        config["net"] = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **to_plain(net_kwargs)}
+    diffusion = dict(config.get("diffusion") or {})
+    if "schedule" not in diffusion:
+        s = schedule
+        diffusion["schedule"] = {"_target_": "audiodiff.diffusion.schedules.NoiseSchedule", "kind": s.kind,
+                                 "num_steps": s.num_steps, "beta_start": s.beta_start,
+                                 "beta_end": s.beta_end, "cosine_s": s.cosine_s}
+    diffusion["prediction"] = prediction
+    config["diffusion"] = diffusion
+    config["audio"] = {"_target_": "audiodiff.audio.AudioConfig", **audio_config.to_dict()}
+    config["num_classes"] = int(num_classes)
+    if segment_frames is not None:
+        config["segment_frames"] = int(segment_frames)
+    if "segment_frames" not in config:  # one second of audio, like the default training segment
+        config["segment_frames"] = audio_config.num_frames(audio_config.sample_rate)
+    config["format"], config["format_version"] = MODEL_FORMAT, MODEL_FORMAT_VERSION
+    return config
+
+
 def load_audio_config_file(path: Path, flag: str = "audio config") -> dict:
     """AudioConfig fields from YAML or JSON: flat keys, or under "audio"; Hydra `defaults` of sibling
     files are merged first (so recipes/audio/small.yaml works). UsageError naming `flag` and the file."""

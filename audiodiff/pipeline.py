@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import sys
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,37 +31,19 @@ import torch.nn as nn
 
 from . import fast
 from .audio import AudioConfig
-from .config import MODEL_FORMAT, MODEL_FORMAT_VERSION, to_plain
+from .config import pipeline_model_config
 from .diffusion.guidance import clip_x0, make_eps_fn
 from .diffusion.objectives import PREDICTIONS
+from .diffusion.editing import window_eps_fn, windows_per_step
 from .diffusion.samplers import get_sampler, per_sample_noise
 from .diffusion.scaling import DataScaler
 from .hub import (ModelLoadError, build_net, check_request, hifigan_checkpoint, load_weights, match_weights,
                   read_model_config, save_model_dir)
+from .outputs import AudioOutput
 from .runtime import pick_device
 from .vocoders import IncompatibleVocoderError, check_compatible, get_vocoder, vocoder_key
 
 PRECISIONS = ("auto", "bf16", "fp32")
-
-
-@dataclass
-class AudioOutput:
-    """What a pipeline call returns. audio: float32 [B, T] on the CPU, in [-1, 1] (roughly).
-
-    mel is the sampled normalised log-mel [B, n_mels, F] (CPU, float32) when return_mel=True.
-    seeds[i] (and labels[i], None when unconditional) regenerate clip i on its own.
-    """
-
-    audio: torch.Tensor
-    sample_rate: int
-    seeds: list[int]
-    labels: list[int] | None = None
-    mel: torch.Tensor | None = None
-
-    @property
-    def seconds(self) -> float:
-        """Duration of one clip in seconds."""
-        return self.audio.shape[-1] / self.sample_rate
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -114,7 +95,8 @@ class AudioDiffusionPipeline:
         self.audio_config = audio_config
         self.prediction = prediction
         self.num_classes = int(num_classes)
-        self.config = self._model_config(config, segment_frames)
+        self.config = pipeline_model_config(net, schedule, prediction, audio_config, self.num_classes, config,
+                                            segment_frames)
         self.segment_frames = int(self.config["segment_frames"])
         # Per-bin standardisation the net was trained in (audiodiff.diffusion.scaling); None = identity.
         self.scaler = DataScaler.from_config(self.config.get("diffusion"), audio_config.n_mels)
@@ -124,34 +106,7 @@ class AudioDiffusionPipeline:
         self.fast = True
         self._graphs: OrderedDict = OrderedDict()  # audiodiff.fast's captured denoisers
 
-    # ---- construction helpers
-
-    def _model_config(self, config: dict | None, segment_frames: int | None) -> dict:
-        config = to_plain(dict(config or {}))
-        if "net" not in config:
-            net_kwargs = getattr(self.net, "config", None)
-            if net_kwargs is None:
-                raise ValueError(f"{type(self.net).__name__} has no .config dict of constructor arguments; pass "
-                                 "config={'net': {'_target_': ..., **kwargs}} so save_pretrained can rebuild it")
-            cls = type(self.net)
-            config["net"] = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **to_plain(net_kwargs)}
-        diffusion = dict(config.get("diffusion") or {})
-        if "schedule" not in diffusion:
-            s = self.schedule
-            diffusion["schedule"] = {"_target_": "audiodiff.diffusion.schedules.NoiseSchedule", "kind": s.kind,
-                                     "num_steps": s.num_steps, "beta_start": s.beta_start,
-                                     "beta_end": s.beta_end, "cosine_s": s.cosine_s}
-        diffusion["prediction"] = self.prediction
-        config["diffusion"] = diffusion
-        config["audio"] = {"_target_": "audiodiff.audio.AudioConfig", **self.audio_config.to_dict()}
-        config["num_classes"] = self.num_classes
-        if segment_frames is not None:
-            config["segment_frames"] = int(segment_frames)
-        if "segment_frames" not in config:
-            # One second of audio, like the default training segment.
-            config["segment_frames"] = self.audio_config.num_frames(self.audio_config.sample_rate)
-        config["format"], config["format_version"] = MODEL_FORMAT, MODEL_FORMAT_VERSION
-        return config
+    # ---- vocoder
 
     def set_vocoder(self, vocoder) -> "AudioDiffusionPipeline":
         """Use `vocoder` (a Vocoder module, a name for get_vocoder, or a HiFi-GAN generator.pt / vocoder run
@@ -249,75 +204,134 @@ class AudioDiffusionPipeline:
         """The range normalised mels lie in: [-1, 1] for minmax, [log(log_floor), log_max] for none."""
         return self.audio_config.data_range
 
+    # ---- the pieces of sampling (shared with the edits in audiodiff.editing)
+
+    def start_noise(self, batch_size: int, seed: int, frames: int) -> tuple[list, torch.Tensor]:
+        """One CPU generator per sample (seed + i) and the starting noise x_T [B, n_mels, F] drawn from them,
+        so a clip depends on its seed alone, on any device and in any batch."""
+        generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch_size)]
+        shape = (self.audio_config.n_mels, frames)
+        x_T = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+        return generators, x_T.to(self.device)
+
+    def to_state(self, mel: torch.Tensor) -> torch.Tensor:
+        """Normalised mel -> the units the sampler works in (the per-bin standardisation, if any)."""
+        mel = mel.to(self.device).float()
+        return mel if self.scaler is None else self.scaler.encode(mel)
+
+    def from_state(self, x: torch.Tensor, clip: bool = True) -> torch.Tensor:
+        """Sampler units -> normalised mel, clamped to the data range when clip (see sample_mel)."""
+        mel = x.float() if self.scaler is None else self.scaler.decode(x.float())
+        return mel.clamp(*self.data_range()) if clip else mel
+
+    def sampling_eps_fn(self, labels=None, guidance_scale: float = 1.0, guidance_interval=None,
+                        precision: str = "auto", clip: bool = True, x_T: torch.Tensor | None = None,
+                        window: int | None = None, stride: int | None = None, circular: bool = False):
+        """The eps_fn(x_t, t) the samplers take: labels bound, guidance, bf16 autocast on CUDA, windows
+        (diffusion.editing.window_eps_fn over x_T's frames) and static thresholding (guidance.clip_x0).
+        The CUDA graph path is used when x_T is given and no windows are."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+        device = self.device
+        use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+        label_tensor = None if labels is None else torch.tensor(labels, device=device)
+        windowed = x_T is not None and window is not None and (circular or window < x_T.shape[-1])
+        mode = fast.resolve_mode(self.fast, device)
+        if mode != "eager" and x_T is not None and not windowed:  # CUDA: a captured graph (audiodiff.fast)
+            fast.prepare_net(self.net, device)
+            eps_fn = fast.graphed_eps_fn(self._graphs, self.net, self.schedule, self.prediction, x_T, label_tensor,
+                                         float(guidance_scale), self.num_classes, use_bf16, mode,
+                                         guidance_interval=guidance_interval)
+        else:
+            eps_fn = make_eps_fn(self.net, self.schedule, self.prediction, labels=label_tensor,
+                                 guidance_scale=float(guidance_scale), null_label=self.num_classes,
+                                 guidance_interval=guidance_interval)
+            if use_bf16:  # autocast at the network boundary only; the sampler stays float32
+                eps_fn = fast.bf16_eps_fn(eps_fn, device.type)
+            if windowed:
+                assert x_T is not None and window is not None
+                eps_fn = window_eps_fn(eps_fn, x_T.shape[-1], window, stride, circular=circular)
+        if clip:
+            low: float | torch.Tensor
+            high: float | torch.Tensor
+            low, high = self.data_range()
+            if self.scaler is not None:
+                low, high = self.scaler.bounds(low, high, device)  # [n_mels, 1] each
+            eps_fn = clip_x0(eps_fn, self.schedule, low, high)
+        return eps_fn
+
+    def cpu_threads(self, batch_size: int, frames: int, guided: bool):
+        """fast.cpu_threads(n) for sampling this batch on the CPU (one thread for small nets)."""
+        threads = None
+        if self.device.type == "cpu" and self.fast:
+            flops = fast.net_forward_flops(self.net, self.audio_config.n_mels, frames)
+            threads = fast.cpu_threads_for(None if flops is None else flops * batch_size * (2 if guided else 1))
+        return fast.cpu_threads(threads)
+
+    def window_for(self, frames: int, window_frames="auto", loop: bool = False) -> int | None:
+        """The window of window_eps_fn: "auto" = the training segment when the clip is longer (or loops),
+        None = the net sees the whole length at once."""
+        if window_frames == "auto":
+            return self.segment_frames if (loop or frames > self.segment_frames) else None
+        if window_frames is None:
+            return None
+        if isinstance(window_frames, bool) or not isinstance(window_frames, int) or window_frames < 2:
+            raise ValueError(f"window_frames={window_frames!r} must be a whole number of frames >= 2 "
+                             f"(e.g. the training segment, {self.segment_frames}), 'auto' or None")
+        return window_frames
+
     @torch.inference_mode()
     def sample_mel(self, batch_size: int = 1, steps: int = 25, sampler: str = "dpmpp", seed: int = 0, labels=None,
                    guidance_scale: float = 1.0, seconds: float | None = None, eta: float = 0.0,
                    progress: bool = True, precision: str = "auto", clip: bool = True,
-                   guidance_interval=None) -> torch.Tensor:
+                   guidance_interval=None, noise: torch.Tensor | None = None, window_frames="auto",
+                   stride_frames: int | None = None, loop: bool = False) -> torch.Tensor:
         """Sample normalised mels [B, n_mels, F] (float32, on the pipeline's device); no vocoder.
 
         guidance_interval: (sigma_low, sigma_high): guidance only at noise levels sigma in that range,
             the conditional model alone elsewhere (guidance.classifier_free_guidance); None: every step.
-
         clip: keep the clean estimate in the data range of the audio config's normalisation at every
             step (static thresholding, guidance.clip_x0) and clamp the result to it.
+        noise: a starting x_T [B, n_mels, F] (e.g. from encode); sets the batch size and length.
+        window_frames, stride_frames: clips longer than the training segment are denoised in windows of
+            that many frames fused with tapered weights (MultiDiffusion; "auto": the segment; None: whole).
+        loop: circular windows, so the clip's end runs on into its start (seconds sets the period).
         """
         from tqdm.auto import tqdm
 
+        if noise is not None:
+            batch_size = int(noise.shape[0])
         request = self.check_request(batch_size=batch_size, steps=steps, sampler=sampler, seed=seed, labels=labels,
                                      guidance_scale=guidance_scale, seconds=seconds, eta=eta,
                                      guidance_interval=guidance_interval)
-        interval = request["guidance_interval"]
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-        device = self.device
-        mode = fast.resolve_mode(self.fast, device)
-        use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-        shape = (self.audio_config.n_mels, request["num_frames"])
-        # One CPU generator per sample: the same seed gives the same noise on any device and in any batch.
-        generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch_size)]
-        x_T = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
-        x_T = x_T.to(device)  # [B, n_mels, F]
-        label_tensor = None if request["labels"] is None else torch.tensor(request["labels"], device=device)
-        if mode != "eager":  # CUDA: the denoiser step replayed from a captured graph (audiodiff.fast)
-            fast.prepare_net(self.net, device)
-            eps_fn = fast.graphed_eps_fn(self._graphs, self.net, self.schedule, self.prediction, x_T, label_tensor,
-                                         float(guidance_scale), self.num_classes, use_bf16, mode,
-                                         guidance_interval=interval)
-        else:
-            eps_fn = make_eps_fn(self.net, self.schedule, self.prediction, labels=label_tensor,
-                                 guidance_scale=float(guidance_scale), null_label=self.num_classes,
-                                 guidance_interval=interval)
-            if use_bf16:  # autocast at the network boundary only; the sampler stays float32
-                eps_fn = fast.bf16_eps_fn(eps_fn, device.type)
-        low, high = self.data_range()
-        state_low: float | torch.Tensor = low  # the mel range in the units the sampler works in
-        state_high: float | torch.Tensor = high
-        if self.scaler is not None:
-            state_low, state_high = self.scaler.bounds(low, high, device)  # [n_mels, 1] each
-        if clip:
-            eps_fn = clip_x0(eps_fn, self.schedule, state_low, state_high)
-        threads = None
-        if device.type == "cpu" and self.fast:
-            flops = fast.net_forward_flops(self.net, *shape)
-            calls = batch_size * (2 if float(guidance_scale) != 1.0 and label_tensor is not None else 1)
-            threads = fast.cpu_threads_for(None if flops is None else flops * calls)
+        frames = request["num_frames"] if not loop else self.loop_frames(seconds)
+        generators, x_T = self.start_noise(batch_size, seed, frames if noise is None else noise.shape[-1])
+        if noise is not None:
+            if noise.dim() != 3 or noise.shape[1] != self.audio_config.n_mels:
+                raise ValueError(f"noise of shape {tuple(noise.shape)} is not "
+                                 f"[B, n_mels={self.audio_config.n_mels}, F]")
+            x_T = noise.to(self.device).float()
+        window = self.window_for(x_T.shape[-1], window_frames, loop)
+        eps_fn = self.sampling_eps_fn(request["labels"], guidance_scale, request["guidance_interval"], precision,
+                                      clip, x_T, window, stride_frames, circular=loop)
         kwargs = {"eta": float(eta)} if sampler == "ddim" else {}
         bar = tqdm(total=steps, desc=f"{sampler} x{batch_size}", disable=not progress, leave=False,
                    file=sys.stderr, dynamic_ncols=True)
+        guided = float(guidance_scale) != 1.0 and request["labels"] is not None
         try:
-            with fast.cpu_threads(threads):
-                mel = get_sampler(sampler)(eps_fn, x_T, self.schedule, int(steps),
-                                           noise=per_sample_noise(generators, x_T),
-                                           callback=lambda i, n: bar.update(1), **kwargs)
+            with self.cpu_threads(batch_size, window or x_T.shape[-1], guided):
+                x = get_sampler(sampler)(eps_fn, x_T, self.schedule, int(steps),
+                                         noise=per_sample_noise(generators, x_T),
+                                         callback=lambda i, n: bar.update(1), **kwargs)
         finally:
             bar.close()
-        mel = mel.float()  # [B, n_mels, F]
-        if self.scaler is not None:
-            mel = self.scaler.decode(mel)
-        if clip:  # a sample outside the data range is no mel the vocoder knows (and can overflow its exp)
-            mel = mel.clamp(low, high)
-        return mel
+        return self.from_state(x, clip)  # out of range is no mel the vocoder knows (and can overflow its exp)
+
+    def loop_frames(self, seconds: float | None) -> int:
+        """Frames of a loop `seconds` long (default: the training segment): its period is frames x hop samples."""
+        if seconds is None:
+            return self.segment_frames
+        return max(2, round(float(seconds) * self.sample_rate / self.audio_config.hop_length))
 
     @torch.inference_mode()
     def vocode(self, mel: torch.Tensor, seed: int | None = None) -> torch.Tensor:
@@ -337,26 +351,47 @@ class AudioDiffusionPipeline:
             wave = self.vocoder(mel.to(device).float())  # [B, T]
         return wave.float().cpu()
 
+    def vocode_loop(self, mel: torch.Tensor, seed: int | None = None, pad_frames: int = 16) -> torch.Tensor:
+        """A looping mel [B, n_mels, F] -> one period of audio [B, F x hop]: vocoded with pad_frames of
+        the mel wrapped on each side, then cropped, so the period joins its own start without a click."""
+        pad = min(pad_frames, mel.shape[-1])
+        wave = self.vocode(torch.cat([mel[..., -pad:], mel, mel[..., :pad]], -1), seed=seed)
+        hop = self.audio_config.hop_length
+        return wave[:, pad * hop:(pad + mel.shape[-1]) * hop].contiguous()
+
     def __call__(self, batch_size: int = 1, steps: int = 25, sampler: str = "dpmpp", seed: int = 0, labels=None,
                  guidance_scale: float = 1.0, seconds: float | None = None, eta: float = 0.0, progress: bool = True,
-                 return_mel: bool = False, precision: str = "auto", guidance_interval=None) -> AudioOutput:
+                 return_mel: bool = False, precision: str = "auto", guidance_interval=None,
+                 noise: torch.Tensor | None = None, window_frames="auto", stride_frames: int | None = None,
+                 loop: bool = False) -> AudioOutput:
         """Generate `batch_size` clips; clip i uses seed + i (see the module docstring).
 
         steps: sampler steps (1..T). sampler: ddpm | ddim | dpmpp. labels: None, an int for every clip, or
         one int per clip (class-conditional models). guidance_scale: classifier-free guidance (1 = off).
-        seconds: clip length (default: the training segment). eta: DDIM stochasticity.
-        guidance_interval: (sigma_low, sigma_high) to guide only at those noise levels (see sample_mel).
+        seconds: clip length, any length (default: the training segment); longer clips are denoised in
+        windows (window_frames, stride_frames: see sample_mel). loop: a seamless loop of period `seconds`.
+        eta: DDIM stochasticity. guidance_interval: (sigma_low, sigma_high) to guide only at those noise
+        levels (see sample_mel). noise: a starting x_T (encode's, to decode).
         precision: auto (bf16 autocast for the net on CUDA, float32 on CPU) | bf16 | fp32.
         """
-        request = self.check_request(batch_size=batch_size, steps=steps, sampler=sampler, seed=seed, labels=labels,
-                                     guidance_scale=guidance_scale, seconds=seconds, eta=eta,
-                                     guidance_interval=guidance_interval)
-        mel = self.sample_mel(batch_size=batch_size, steps=steps, sampler=sampler, seed=seed,
-                              labels=request["labels"], guidance_scale=guidance_scale, seconds=seconds, eta=eta,
-                              progress=progress, precision=precision, guidance_interval=request["guidance_interval"])
-        audio = self.vocode(mel, seed=seed)  # [B, T]
-        if seconds is not None:  # F frames come back as F * hop samples: trim to the length asked for
-            audio = audio[:, :round(float(seconds) * self.sample_rate)]
+        batch_size = batch_size if noise is None else int(noise.shape[0])
+        labels = self.check_request(batch_size=batch_size, steps=steps, sampler=sampler, seed=seed, labels=labels,
+                                    guidance_scale=guidance_scale, seconds=seconds, eta=eta,
+                                    guidance_interval=guidance_interval)["labels"]
+        mel = self.sample_mel(batch_size=batch_size, steps=steps, sampler=sampler, seed=seed, labels=labels,
+                              guidance_scale=guidance_scale, seconds=seconds, eta=eta, progress=progress,
+                              precision=precision, guidance_interval=guidance_interval, noise=noise,
+                              window_frames=window_frames, stride_frames=stride_frames, loop=loop)
+        if loop:
+            audio = self.vocode_loop(mel, seed=seed)
+        else:
+            audio = self.vocode(mel, seed=seed)  # [B, T]
+            if seconds is not None and noise is None:  # F frames come back as F * hop samples: trim
+                audio = audio[:, :round(float(seconds) * self.sample_rate)]
+        window = self.window_for(mel.shape[-1], window_frames, loop)
+        nfe = steps * windows_per_step(mel.shape[-1], window, stride_frames, loop)
         return AudioOutput(audio=audio.contiguous(), sample_rate=self.sample_rate,
-                           seeds=[seed + i for i in range(batch_size)], labels=request["labels"],
-                           mel=mel.cpu() if return_mel else None)
+                           seeds=[seed + i for i in range(batch_size)], labels=labels,
+                           mel=mel.cpu() if return_mel else None,
+                           edit={"op": "loop" if loop else "generate", "frames": mel.shape[-1],
+                                 "window_frames": window, "nfe": nfe})

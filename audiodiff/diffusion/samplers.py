@@ -6,8 +6,9 @@ arithmetic is float32. noise(i) -> Tensor like x_T is the fresh Gaussian noise o
 most once per step, in increasing i, only by stochastic steps); default torch.randn_like.
 callback(i, n) is called after each of the n steps.
 
-Every sampler walks the decreasing training indices from `timesteps(...)` and, after the last one,
-lands on clean data (alpha_bar = 1), so each returns an estimate of x0.
+Every sampler walks the decreasing training indices from `timesteps(...)` (those <= start when
+start is given: SDEdit) and, after the last one, lands on clean data (alpha_bar = 1), so each
+returns an estimate of x0. ddpm_step and ddim_step are single steps, shared with the editing math.
 """
 from __future__ import annotations
 
@@ -55,25 +56,53 @@ def _t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return t.to(x.device, non_blocking=True).expand(x.shape[0])  # [B]; no host sync on CUDA
 
 
+def ddpm_step(x: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor, ab_prev: torch.Tensor,
+              z: torch.Tensor | None) -> torch.Tensor:
+    """One ancestral step from level ab to ab_prev (> ab), Ho et al. 2020 Alg. 2 with sigma^2 = beta~
+    and respaced beta = 1 - ab / ab_prev (Nichol & Dhariwal 2021, sec. 4); z = None adds no noise."""
+    alpha = ab / ab_prev  # not 1 - beta: with ab ~ 1e-9 (cosine, t = T-1) float32 1 - beta is 0
+    beta = 1 - alpha
+    x = (x - beta / (1 - ab).sqrt() * eps) / alpha.sqrt()
+    if z is not None:
+        x = x + ((1 - ab_prev) / (1 - ab) * beta).sqrt() * z.float()
+    return x
+
+
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor, ab_prev: torch.Tensor, eta: float = 0.0,
+              z: torch.Tensor | None = None) -> torch.Tensor:
+    """One DDIM step from level ab to ab_prev, Song et al. 2021 eq. 12, sigma from eq. 16 (see ddim);
+    z = None adds no noise (eta = 0, or the last step)."""
+    x0 = to_x0(eps, x, ab, "eps")
+    sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+    x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+    if z is not None and eta > 0:
+        x = x + sigma * z.float()
+    return x
+
+
+def visited(schedule: NoiseSchedule, steps: int, spacing: str = "trailing", start: int | None = None) -> torch.Tensor:
+    """The training indices a sampler walks: timesteps(...), only those <= start when start is given
+    (SDEdit's truncated trajectory, audiodiff.diffusion.editing.sdedit; start < 0 leaves none)."""
+    ts = timesteps(schedule, steps, spacing)
+    return ts if start is None else ts[ts <= start]
+
+
 def ddpm(eps_fn: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *,
-         noise: Callable | None = None, spacing: str = "trailing", callback: Callable | None = None) -> torch.Tensor:
+         noise: Callable | None = None, spacing: str = "trailing", callback: Callable | None = None,
+         start: int | None = None) -> torch.Tensor:
     """Ancestral sampling, Ho et al. 2020 Alg. 2, with sigma_t^2 = beta~_t (the posterior variance).
 
     For steps < T the betas are respaced over the visited indices (Nichol & Dhariwal 2021, sec. 4):
-    beta_i = 1 - alpha_bar_i / alpha_bar_prev_i.
+    beta_i = 1 - alpha_bar_i / alpha_bar_prev_i. start: begin at the first index <= start (visited).
     """
-    ts = timesteps(schedule, steps, spacing)
+    ts = visited(schedule, steps, spacing, start)
     alpha_bar, alpha_bar_prev = _alpha_bars(schedule, ts, x_T)  # [n], [n]
     x = x_T.float()  # [B, ...]
     for i, t in enumerate(ts):
-        ab, ab_prev = alpha_bar[i], alpha_bar_prev[i]
-        alpha = ab / ab_prev  # not 1 - beta: with ab ~ 1e-9 (cosine, t = T-1) float32 1 - beta is 0
-        beta = 1 - alpha
         eps = eps_fn(x, _t(t, x)).float()
-        x = (x - beta / (1 - ab).sqrt() * eps) / alpha.sqrt()
-        if i < len(ts) - 1:  # the last step lands on x0: beta~ = 0, no noise
-            sigma = ((1 - ab_prev) / (1 - ab) * beta).sqrt()
-            x = x + sigma * (noise(i) if noise is not None else torch.randn_like(x)).float()
+        last = i == len(ts) - 1  # the last step lands on x0: beta~ = 0, no noise
+        z = None if last else (noise(i) if noise is not None else torch.randn_like(x))
+        x = ddpm_step(x, eps, alpha_bar[i], alpha_bar_prev[i], z)
         if callback is not None:
             callback(i, len(ts))
     return x
@@ -81,23 +110,20 @@ def ddpm(eps_fn: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps: in
 
 def ddim(eps_fn: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *,
          noise: Callable | None = None, spacing: str = "trailing", callback: Callable | None = None,
-         eta: float = 0.0) -> torch.Tensor:
+         eta: float = 0.0, start: int | None = None) -> torch.Tensor:
     """DDIM, Song et al. 2021 eq. 12 (eta=0: deterministic; eta=1: DDPM-like ancestral), sigma from eq. 16:
 
     x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
-    sigma = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev).
+    sigma = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev). start: as in ddpm.
     """
-    ts = timesteps(schedule, steps, spacing)
+    ts = visited(schedule, steps, spacing, start)
     alpha_bar, alpha_bar_prev = _alpha_bars(schedule, ts, x_T)  # [n], [n]
     x = x_T.float()  # [B, ...]
     for i, t in enumerate(ts):
-        ab, ab_prev = alpha_bar[i], alpha_bar_prev[i]
         eps = eps_fn(x, _t(t, x)).float()
-        x0 = to_x0(eps, x, ab, "eps")
-        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
-        x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
-        if eta > 0 and i < len(ts) - 1:  # sigma = 0 on the last step
-            x = x + sigma * (noise(i) if noise is not None else torch.randn_like(x)).float()
+        noisy = eta > 0 and i < len(ts) - 1  # sigma = 0 on the last step
+        z = (noise(i) if noise is not None else torch.randn_like(x)) if noisy else None
+        x = ddim_step(x, eps, alpha_bar[i], alpha_bar_prev[i], eta, z)
         if callback is not None:
             callback(i, len(ts))
     return x
@@ -105,7 +131,7 @@ def ddim(eps_fn: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps: in
 
 def dpmpp_2m(eps_fn: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *,
              noise: Callable | None = None, spacing: str = "trailing",
-             callback: Callable | None = None) -> torch.Tensor:
+             callback: Callable | None = None, start: int | None = None) -> torch.Tensor:
     """DPM-Solver++(2M), Lu et al. 2022 Alg. 2: multistep second order in the data prediction x0_hat,
     with lambda = log(alpha / sigma), alpha = sqrt(ab), sigma = sqrt(1 - ab). Deterministic (noise unused).
 
@@ -113,8 +139,9 @@ def dpmpp_2m(eps_fn: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps
     lambda = inf, so it is first order too (the lower-order-final trick, which also keeps few-step
     sampling stable): x = x0_hat. Prefer trailing spacing: linspace/leading end with a long step into
     t = 0 (step ratio r ~ 0.2) where the extrapolation overshoots (Gaussian test: var 0.48 for 0.25 at 10 steps).
+    start: as in ddpm.
     """
-    ts = timesteps(schedule, steps, spacing)
+    ts = visited(schedule, steps, spacing, start)
     log_snr = schedule.log_snr_at(ts).to(x_T.device)  # [n], from the float64 table: precise near t = 0
     alpha, sigma = torch.sigmoid(log_snr).sqrt(), torch.sigmoid(-log_snr).sqrt()  # [n], [n]
     lam = 0.5 * log_snr  # [n]
