@@ -37,6 +37,7 @@ from .diffusion.objectives import PREDICTIONS
 from .diffusion.editing import window_eps_fn, windows_per_step
 from .diffusion.samplers import get_sampler, per_sample_noise
 from .diffusion.scaling import DataScaler
+from .editing import EditingMixin
 from .hub import (ModelLoadError, build_net, check_request, hifigan_checkpoint, load_weights, match_weights,
                   read_model_config, save_model_dir)
 from .outputs import AudioOutput
@@ -48,7 +49,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 # --------------------------------------------------------------------------- the pipeline
 
-class AudioDiffusionPipeline:
+class AudioDiffusionPipeline(EditingMixin):
     """Noise -> sampler(net) -> normalised mel -> vocoder -> waveform.
 
         pipe = AudioDiffusionPipeline.from_pretrained("exp/digits")        # or AudioDiffusionPipeline(net, ...)

@@ -5,7 +5,7 @@ module outside a face; modules and functions stay short enough to read.
     faces     train generate evaluate prepare launch datasets/*   (python -m; argparse/Hydra; one-line errors)
     training  train_diffusion train_vocoder train_classifier optim
     inference pipeline editing outputs hub fast
-    parts     diffusion/ nets/ vocoders data metrics clipsets config
+    parts     diffusion/ nets/ vocoders data metrics clipsets regions config
     base      audio manifest atomic checkpoint runtime cli install version
 
 The rules are functions of a module tree, so the same checks run on a small synthetic tree that
@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "audiodiff"
 LAYERS = {  # module (dotted, without "audiodiff.") -> layer; packages by prefix
     "version": 0, "install": 0, "cli": 0, "atomic": 0, "runtime": 0, "audio": 0, "manifest": 0, "checkpoint": 0,
     "diffusion": 1, "nets": 1, "vocoders": 1, "data": 1, "metrics": 1, "config": 1, "clipsets": 1,
-    "fast": 2, "hub": 2, "pipeline": 2, "outputs": 2, "editing": 2,
+    "fast": 2, "hub": 2, "pipeline": 2, "outputs": 2, "editing": 2, "regions": 1,
     "optim": 3, "train_diffusion": 3, "train_vocoder": 3, "train_classifier": 3,
     "train": 4, "generate": 4, "evaluate": 4, "prepare": 4, "launch": 4, "datasets": 4,
     "": 5,  # the package root (audiodiff/__init__.py): the public API, above everything
