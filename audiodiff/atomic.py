@@ -5,6 +5,7 @@ checkpoint.py adds checksummed torch files on top.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -62,3 +63,12 @@ def replace_dir(tmp: Path, dest: Path, fsync: bool = False) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

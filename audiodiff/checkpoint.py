@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -25,7 +24,7 @@ from typing import IO, cast
 import torch
 import torch.distributed as dist
 
-from .atomic import write_text_atomic
+from .atomic import file_sha256, write_text_atomic
 
 log = logging.getLogger("audiodiff")
 CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
@@ -33,14 +32,6 @@ CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message is one line."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -85,7 +76,7 @@ def _write_temporary(obj, tmp: Path) -> str:
             raise
         f.flush()
         os.fsync(f.fileno())
-    return _sha256(tmp)
+    return file_sha256(tmp)
 
 
 def atomic_torch_save(obj, path: Path) -> str:
@@ -177,7 +168,7 @@ def verify(path: Path) -> str | None:
     if not side.exists():
         return "no .sha256 file beside it (the write was interrupted)"
     expected = side.read_text().strip()
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != expected:
         return f"checksum mismatch (file damaged: {path.stat().st_size} bytes)"
     return None

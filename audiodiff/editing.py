@@ -16,6 +16,7 @@ snapped regions, network evaluations (nfe, per clip; guidance doubles each call'
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,13 +159,22 @@ class EditingMixin:
         kept = ~mask.expand_as(out_mel)
         metrics = {"kept_max_abs": float((out_mel - src.mel)[kept].abs().max()) if kept.any() and
                    src.mel.shape == out_mel.shape else 0.0,
-                   "seam_flux_ratio": seam_ratio(out_mel, [b for s in spans for b in s]), "nfe": nfe}
+                   "seam_flux_ratio": None, "nfe": nfe}
+        inner = [b for s in spans for b in s if 0 < b < out_mel.shape[-1]]
+        if inner:  # mel flux across each boundary over the median flux inside (1: no seam)
+            metrics["seam_flux_ratio"] = seam_ratio(out_mel, inner)
         if keep_audio and audio is not None and src.audio is not None and src.audio.shape == audio.shape:
-            audio = crossfade_splice(src.audio, audio, sample_spans, fade)
             outside = torch.ones(audio.shape[-1], dtype=torch.bool)
             for a, b in sample_spans:
                 outside[max(0, a - fade):b + fade] = False
-            metrics["kept_audio_max_abs"] = float((audio - src.audio)[:, outside].abs().max()) if outside.any() else 0.0
+            if outside.any():  # some samples are kept: splice them back
+                # new material louder than full scale is turned down, not the file: the kept samples stay exact
+                peak = max([float(audio[:, max(0, a - fade):b + fade].abs().max()) for a, b in sample_spans] + [0.0])
+                if peak > 0.99:
+                    audio = audio * (0.99 / peak)
+                    metrics["new_material_gain_db"] = 20 * math.log10(0.99 / peak)
+                audio = crossfade_splice(src.audio, audio, sample_spans, fade)
+                metrics["kept_audio_max_abs"] = float((audio - src.audio)[:, outside].abs().max())
         edit = {"op": op, "source": src.name, "regions_frames": spans,
                 "regions_seconds": [(a * hop / sr, b * hop / sr) for a, b in spans],
                 "nfe": nfe, "metrics": metrics, **extra}

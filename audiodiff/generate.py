@@ -31,6 +31,7 @@ from .audio import save_audio
 from .cli import OneLineParser, UsageError, one_line
 from .hub import find_latest_run, read_model_config
 from .install import InstallError
+from .pages import html_page, save_mel_png
 from .pipeline import AudioDiffusionPipeline
 from .runtime import pick_device
 from .version import __version__
@@ -65,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="guide only at noise levels sigma in (LO, HI], e.g. 2,inf (default: every step)")
-    p.add_argument("--seconds", type=str, default=None, help="clip length (default: the training segment)")
+    p.add_argument("--seconds", type=str, default=None,
+                   help="clip length, any length: longer than the training segment is denoised in windows "
+                        "(default: the training segment)")
+    p.add_argument("--loop", action="store_true", help="a seamless loop whose period is --seconds")
+    p.add_argument("--window-frames", type=int, default=None,
+                   help="window for long clips and loops (default: the training segment)")
+    p.add_argument("--stride-frames", type=int, default=None, help="window stride (default: window / 4)")
     p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: bf16 autocast for the net on CUDA, float32 on CPU")
@@ -107,7 +114,8 @@ def parse_seconds(value: str | None) -> float | None:
     return seconds
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool, marker: str = "clips.jsonl", tool: str = "audiodiff.generate") -> None:
+    """--out must be new or empty, or (with --overwrite) an earlier output of `tool` (it holds `marker`)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder; choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
@@ -118,49 +126,22 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve():
         raise UsageError(f"--out {out} is the current folder, one above it or your home folder; "
                          "--overwrite replaces the whole folder, so choose a dedicated one")
-    if not (out / "clips.jsonl").is_file():
-        raise UsageError(f"--out {out} holds files that audiodiff.generate did not write (no clips.jsonl); "
-                         "--overwrite only replaces an earlier generate output, so choose another --out")
-
-
-def save_mel_png(path: Path, mel, normalization: str = "minmax") -> None:
-    """A small spectrogram image (low frequencies at the bottom), without pyplot's global state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(3.2, 1.6), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    limits: dict = {"vmin": -1.0, "vmax": 1.0} if normalization == "minmax" else {}
-    ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", interpolation="nearest", **limits)
-    ax.set_axis_off()
-    fig.savefig(path, format="png")
+    if not (out / marker).is_file():
+        raise UsageError(f"--out {out} holds files that {tool} did not write (no {marker}); "
+                         f"--overwrite only replaces an earlier {tool.split('.')[-1]} output, so choose another --out")
 
 
 def write_index(path: Path, records: list[dict], header: dict) -> None:
     esc = html.escape
-    rows = "\n".join(
+    rows = [
         f"<tr><td>{r['index']}</td><td>{esc(str(r['label']) if r['label'] is not None else '-')}</td>"
         f"<td>{r['seed']}</td><td>{esc(r['sampler'])}</td><td>{r['steps']}</td>"
         f"<td><audio controls preload=\"none\" src=\"{esc(r['file'])}\"></audio><br><code>{esc(r['file'])}</code></td>"
         f"<td><img src=\"{esc(r['spectrogram'])}\" alt=\"mel spectrogram of {esc(r['file'])}\"></td></tr>"
-        for r in records)
-    facts = "\n".join(f"<li><b>{esc(k)}</b>: <code>{esc(str(v))}</code></li>" for k, v in header.items())
-    path.write_text(f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>audiodiff clips</title>
-<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:middle}} img{{display:block}}</style></head>
-<body><h1>audiodiff clips</h1>
-<ul>
-{facts}
-</ul>
-<table>
-<tr><th>#</th><th>label</th><th>seed</th><th>sampler</th><th>steps</th><th>audio</th><th>mel spectrogram</th></tr>
-{rows}
-</table>
-<p>Every clip's settings are in <a href="clips.jsonl">clips.jsonl</a>; its <code>command</code> regenerates it.</p>
-</body></html>
-""")
+        for r in records]
+    html_page(path, "audiodiff clips", header, ["#", "label", "seed", "sampler", "steps", "audio", "mel spectrogram"],
+              rows, 'Every clip\'s settings are in <a href="clips.jsonl">clips.jsonl</a>; its <code>command</code> '
+              "regenerates it.")
 
 
 def regenerate_command(model: Path, record: dict, device: str) -> str:
@@ -177,6 +158,11 @@ def regenerate_command(model: Path, record: dict, device: str) -> str:
         parts += ["--seconds", repr(record["seconds"])]
     if record["eta"]:
         parts += ["--eta", repr(record["eta"])]
+    if record.get("loop"):
+        parts.append("--loop")
+    for key in ("window_frames", "stride_frames"):
+        if record.get(key) is not None:
+            parts += ["--" + key.replace("_", "-"), str(record[key])]
     return shlex.join(parts)
 
 
@@ -213,6 +199,17 @@ def generate(args: argparse.Namespace) -> str:
             f"{rtf:.2f} (audio seconds per wall second; model load {loaded - start:.1f} s, device {device})")
 
 
+def resolve_model(model: Path | None, tool: str) -> Path:
+    """--model, or the run with the newest checkpoint under ./exp or egs/*/exp (said on stderr)."""
+    if model is not None:
+        return Path(model)
+    found = find_latest_run(Path("."))
+    if found is None:
+        raise UsageError(NO_MODEL_HINT)
+    print(f"{tool}: using {found} (the run with the newest checkpoint)", file=sys.stderr)
+    return Path(found)
+
+
 def _validate(args: argparse.Namespace) -> tuple[Path, dict]:
     """(model path, request: labels per clip, seconds, guidance interval, device); UsageError otherwise."""
     if args.num < 1:
@@ -222,12 +219,7 @@ def _validate(args: argparse.Namespace) -> tuple[Path, dict]:
     labels = parse_labels(args.label)
     seconds = parse_seconds(args.seconds)
     check_out_dir(args.out, args.overwrite)
-    model = args.model
-    if model is None:
-        model = find_latest_run(Path("."))
-        if model is None:
-            raise UsageError(NO_MODEL_HINT)
-        print(f"audiodiff.generate: using {model} (the run with the newest checkpoint)", file=sys.stderr)
+    model = resolve_model(args.model, "audiodiff.generate")
     try:
         spec = read_model_config(model)
         clip_labels = None if labels is None else [labels[i % len(labels)] for i in range(args.num)]
@@ -235,7 +227,7 @@ def _validate(args: argparse.Namespace) -> tuple[Path, dict]:
                                       labels=clip_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta,
                                       guidance_interval=args.guidance_interval)["guidance_interval"]
     except ValueError as e:  # ModelLoadError included
-        raise UsageError(_flag_names(str(e))) from None
+        raise UsageError(flag_names(str(e))) from None
     if args.vocoder not in VOCODER_CHOICES and not Path(args.vocoder).exists():
         raise UsageError(f"--vocoder {args.vocoder!r} is neither {' nor '.join(VOCODER_CHOICES)} nor an existing "
                          "HiFi-GAN generator.pt or vocoder run folder")
@@ -258,7 +250,8 @@ def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, requ
         batch_labels = None if labels is None else labels[first:first + n]
         result = pipe(batch_size=n, steps=args.steps, sampler=args.sampler, seed=args.seed + first,
                       labels=batch_labels, guidance_scale=args.guidance, seconds=request["seconds"], eta=args.eta,
-                      progress=not args.quiet, return_mel=True, precision=args.precision, guidance_interval=interval)
+                      progress=not args.quiet, return_mel=True, precision=args.precision, guidance_interval=interval,
+                      loop=args.loop, window_frames=args.window_frames or "auto", stride_frames=args.stride_frames)
         for j in range(n):
             name = f"clip_{first + j:04d}"
             with warnings.catch_warnings(record=True) as caught:
@@ -275,6 +268,8 @@ def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, requ
                 "guidance_interval": None if interval is None else list(interval),
                 "duration": result.audio.shape[-1] / result.sample_rate, "num_frames": int(result.mel.shape[-1]),
                 "vocoder": request["vocoder"], "sample_rate": result.sample_rate, "device": device.type,
+                "loop": args.loop, "window_frames": args.window_frames, "stride_frames": args.stride_frames,
+                "nfe": result.edit.get("nfe"),
                 "precision": args.precision, "audiodiff_version": __version__,
             }
             record["command"] = regenerate_command(model, record, device.type)
@@ -294,7 +289,7 @@ def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, requ
     return records, scaled
 
 
-def _flag_names(message: str) -> str:
+def flag_names(message: str) -> str:
     """Pipeline messages name keyword arguments; on the command line say the flag."""
     for kwarg, flag in (("guidance_interval=", "--guidance-interval "), ("guidance_scale=", "--guidance "),
                         ("steps=", "--steps "), ("sampler=", "--sampler "), ("seconds=", "--seconds "),

@@ -217,3 +217,43 @@ def resolve_audio_files(data, split: str | None = None) -> list[Path]:
         raise ValueError(f"vocoder data {str(data)!r} has no audio files"
                          + (f" with split={split!r}" if split else "") + f" ({', '.join(AUDIO_EXTENSIONS)})")
     return files
+
+
+def gather_inputs(paths, pattern: str | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(files, [(path, reason)] skipped) from command-line INPUTs: files, folders searched recursively
+    (scan_folder; with `pattern`, a glob of the folder instead) and manifests (.jsonl rows with "path",
+    or generate's clips.jsonl with "file" beside it). UsageError for a missing INPUT or no files at all."""
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            if pattern:
+                files += sorted(path.glob(pattern))
+                continue
+            entries, bad, _ = scan_folder(path)
+            files += [Path(e["path"]) for e in entries]
+            skipped += bad
+        elif path.suffix == ".jsonl" and path.is_file():
+            try:
+                files += _clips_files(path) or [Path(r["path"]) for r in load_manifest(path)]
+            except ValueError as e:
+                raise UsageError(str(e).splitlines()[0]) from None
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"INPUT {path} does not exist; give audio files, folders or a clips.jsonl")
+    if not files:
+        what = pattern or f"audio files ({', '.join(AUDIO_EXTENSIONS)})"
+        raise UsageError(f"no {what} found in {' '.join(map(str, paths))}")
+    return files, skipped
+
+
+def _clips_files(path: Path) -> list[Path]:
+    """The clips of generate's clips.jsonl ({"file": "clip_0000.wav", ...} beside it), or [] for another manifest."""
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    if not rows or not all(isinstance(r, dict) and isinstance(r.get("file"), str) and "path" not in r for r in rows):
+        return []
+    return [path.parent / r["file"] for r in rows]

@@ -1,5 +1,6 @@
-"""Time regions and the audio side of edits: times in seconds or mm:ss.s, splicing kept samples back
-with an equal-power crossfade, and the loop metrics (audiodiff.editing uses them)."""
+"""Time regions and the audio side of edits: times in seconds or mm:ss.s, the command line's
+START:END / LO:HI / alpha lists (ValueErrors naming the value), splicing kept samples back with an
+equal-power crossfade, and the loop metrics (audiodiff.editing and audiodiff.edit use them)."""
 from __future__ import annotations
 
 import math
@@ -57,3 +58,51 @@ def loop_metrics(mel: torch.Tensor, audio: torch.Tensor) -> dict:
     d = audio.diff(dim=-1).abs()
     click = (audio[:, 0] - audio[:, -1]).abs() / torch.quantile(d, 0.99, dim=-1).clamp(min=1e-9)
     return {"loop_seam_ratio": seam_ratio(mel, [], wrap=True), "wrap_click": float(click.max())}
+
+
+def parse_region(value: str) -> tuple[str | None, str | None]:
+    """--region START:END, each side seconds (1.5, -0.5), mm:ss.s (0:01.5) or empty (the clip's edge).
+    The colon inside mm:ss is told from the separator by counting: 0:01:0:02 -> (0:01, 0:02)."""
+    parts = value.split(":")
+    if len(parts) == 2:
+        a, b = parts
+    elif len(parts) == 4:
+        a, b = ":".join(parts[:2]), ":".join(parts[2:])
+    elif len(parts) == 3:  # one side is mm:ss
+        a, b = ":".join(parts[:2]), parts[2]
+        if not _is_time(a):
+            a, b = parts[0], ":".join(parts[1:])
+    else:
+        raise ValueError(f"--region {value!r} is not START:END (seconds or mm:ss.s, e.g. 0.3:0.5 or -0:00.2:)")
+    for side in (a, b):
+        if side and not _is_time(side):
+            raise ValueError(f"--region {value!r}: {side!r} is not seconds or mm:ss.s")
+    return a or None, b or None
+
+
+def _is_time(text: str) -> bool:
+    try:
+        parse_time(text, 0.0)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_bins(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    lo, sep, hi = value.partition(":")
+    try:
+        return int(lo), int(hi)
+    except ValueError:
+        raise ValueError(f"--bins {value!r} is not LO:HI (whole mel-bin numbers, e.g. 0:20)") from None
+
+
+def parse_alphas(value: str) -> list[float]:
+    try:
+        alphas = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--alphas {value!r} is not a comma-separated list of numbers") from None
+    if not alphas or not all(0 <= v <= 1 for v in alphas):
+        raise ValueError(f"--alphas {value!r} must be numbers from 0 (A) to 1 (B)")
+    return alphas

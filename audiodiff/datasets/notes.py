@@ -38,7 +38,6 @@ it without dependencies: `pip install -e ".[notes]" && pip install --no-deps tin
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import random
@@ -49,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import file_sha256
 from ._common import (SPLITS, DatasetError, build_parser, check_seed, check_workers, finish_build, finished_build,
                       is_count, package_version, pool_context, run_cli, split_sizes, start_build,
                       write_splits, write_wav)
@@ -221,14 +221,6 @@ def max_per_class() -> int:
 
 # ----------------------------------------------------------------------------- build
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_args(per_class, seed, workers) -> int:
     top = max_per_class()
     if not is_count(per_class, 1) or per_class > top:
@@ -270,7 +262,7 @@ def build_notes(out_dir: str | os.PathLike, per_class: int = 1500, seed: int = 0
                          "for TimGM6mb from pretty_midi")
     out = Path(out_dir)
     params = {"builder": _BUILDER, "format": FORMAT_VERSION, "per_class": per_class, "seed": seed,
-              "soundfont_sha256": _sha256(soundfont)}
+              "soundfont_sha256": file_sha256(soundfont)}
     say = print if verbose else (lambda *a, **k: None)
 
     done = finished_build(out, params, NotesError, lambda theirs: "with " + ", ".join(
