@@ -258,6 +258,24 @@ def save_audio(path: str | Path, wave: torch.Tensor | np.ndarray, sample_rate: i
 
 # --------------------------------------------------------------------------- mel spectrogram
 
+def loudness(waves) -> dict:
+    """Level statistics of clips ([T] tensors or arrays, or [B, T]) as they are, before any scaling:
+    over_full_scale, the share of clips whose peak exceeds 1.0; peak_db and rms_db, the mean per-clip
+    peak and RMS in dBFS (the loudness checks of egs/digits, generated against real clips)."""
+    peaks, rms = [], []
+    for w in waves:
+        w = torch.as_tensor(w).double().reshape(-1)
+        peaks.append(float(w.abs().max()) if w.numel() else 0.0)
+        rms.append(float(w.pow(2).mean().sqrt()) if w.numel() else 0.0)
+    if not peaks:
+        return {"over_full_scale": None, "peak_db": None, "rms_db": None}
+
+    def db(v: float) -> float:
+        return 20 * math.log10(max(v, 1e-10))
+    return {"over_full_scale": sum(p > 1.0 for p in peaks) / len(peaks),
+            "peak_db": sum(db(p) for p in peaks) / len(peaks), "rms_db": sum(db(r) for r in rms) / len(rms)}
+
+
 def mel_filterbank(config: AudioConfig) -> torch.Tensor:
     """Slaney-scale, Slaney-normalised mel filters [n_mels, n_fft // 2 + 1] (librosa's default)."""
     AF = torchaudio_functional()

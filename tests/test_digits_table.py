@@ -12,7 +12,9 @@ from omegaconf import OmegaConf
 from test_evaluate import tones  # noqa: F401  (fixture: tone splits + a 3-class classifier trained on them)
 from test_pipeline import make_run
 
+from audiodiff.audio import load_audio
 from audiodiff.evaluate import score_sets
+from audiodiff.manifest import read_prepared
 from audiodiff.clipsets import read_prepared_split
 from audiodiff.metrics import load_classifier
 from audiodiff.pipeline import AudioDiffusionPipeline
@@ -78,6 +80,12 @@ def test_table_rows_metrics_and_resume(run_dir, tones, tmp_path, sample_calls, c
             assert row[metric] is not None and math.isfinite(row[metric]), (name, metric)
         assert 1.0 - 1e-9 <= row["IS"] <= 3.0 + 1e-9 and 0.0 <= row["accuracy"] <= 1.0, name
         assert 0.0 <= row["NDB/K"] <= 1.0 and row["FID"] >= 0.0
+    for name, row in [*rows.items(), ("test", state["reference_rows"]["test"])]:  # loudness before any scaling
+        assert 0.0 <= row["over_full_scale"] <= 1.0 and row["rms_db"] < row["peak_db"], name
+    entries, _ = read_prepared(tones["dirs"]["test"])
+    real = [load_audio(e["path"]) for e in entries]
+    assert state["reference_rows"]["test"]["peak_db"] == pytest.approx(
+        sum(20 * math.log10(float(w.abs().max())) for w in real) / len(real))
     for row in rows.values():
         assert row["rtf"] > 0 and row["audio_s"] == pytest.approx(row["num"] * 12 * 256 / 22050)
         assert row["rtf"] == pytest.approx(row["audio_s"] / (row["sample_s"] + row["vocode_s"]))

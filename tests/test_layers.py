@@ -6,7 +6,7 @@ module outside a face; modules and functions stay short enough to read.
     training  train_diffusion train_vocoder train_classifier optim
     inference pipeline editing outputs hub fast
     parts     diffusion/ nets/ vocoders data metrics clipsets regions pages config
-    base      audio manifest atomic checkpoint runtime cli install version
+    base      audio manifest atomic checkpoint runtime cli install bundled version
 
 The rules are functions of a module tree, so the same checks run on a small synthetic tree that
 breaks each rule on purpose (the last tests): they fail there, which shows they can fail here.
@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "audiodiff"
 LAYERS = {  # module (dotted, without "audiodiff.") -> layer; packages by prefix
     "version": 0, "install": 0, "cli": 0, "atomic": 0, "runtime": 0, "audio": 0, "manifest": 0, "checkpoint": 0,
     "diffusion": 1, "nets": 1, "vocoders": 1, "data": 1, "metrics": 1, "config": 1, "clipsets": 1,
-    "fast": 2, "hub": 2, "pipeline": 2, "outputs": 2, "editing": 2, "regions": 1, "pages": 1, "edit": 4,
+    "fast": 2, "hub": 2, "pipeline": 2, "outputs": 2, "editing": 2, "regions": 1, "pages": 1, "edit": 4, "bundled": 0,
     "optim": 3, "train_diffusion": 3, "train_vocoder": 3, "train_classifier": 3,
     "train": 4, "generate": 4, "evaluate": 4, "prepare": 4, "launch": 4, "datasets": 4,
     "": 5,  # the package root (audiodiff/__init__.py): the public API, above everything
