@@ -287,6 +287,16 @@ def format_markdown(state: dict, order: list[str] | None = None) -> str:
 
 # --------------------------------------------------------------------------- running
 
+def _rel(path) -> str:
+    """A path relative to where the table runs (the recipe folder), so results files carry no machine's
+    absolute paths; absolute only when it lies outside."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _log(message: str) -> None:
     print(f"[digits_table {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -357,9 +367,9 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
             raise TableError(f"vocoder {name} ({spec}): {str(e).splitlines()[0]}") from None
         vocoder_modules[name] = pipe.vocoder
 
-    settings = {"model": str(Path(pipe.path).resolve()), "checkpoint": str(Path(pipe.source).resolve()),
-                "step": pipe.config.get("step"), "classifier": str(Path(info["path"]).resolve()),
-                "reference": str(args.reference.resolve()), "test": str(args.test.resolve()),
+    settings = {"model": _rel(pipe.path), "checkpoint": _rel(pipe.source),
+                "step": pipe.config.get("step"), "classifier": _rel(info["path"]),
+                "reference": _rel(args.reference), "test": _rel(args.test),
                 "guidance": float(guidance), "guidance_interval": None if interval is None else list(interval),
                 "seed": int(args.seed)}
     state = load_state(args.json, settings, args.restart)
