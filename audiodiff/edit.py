@@ -226,7 +226,7 @@ def regenerate_command(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 def _write_edit(folder: Path, pipe, args, index: int, out, source_audio, spans) -> dict:
     """edit_NNNN (+ source_NNNN when there is a source) with their PNGs; the record's file fields."""
-    name, norm = f"edit_{index:04d}", pipe.audio_config.normalization
+    name, norm = f"edit_{index:04d}", pipe.audio_config
     fields = {"file": f"{name}.{args.format}", "spectrogram": f"{name}.png"}
     save_audio(folder / fields["file"], out.audio[0], out.sample_rate)
     save_mel_png(folder / fields["spectrogram"], out.mel[0].numpy(), norm, shade=spans)

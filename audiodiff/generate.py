@@ -293,7 +293,7 @@ def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, requ
                 warnings.simplefilter("always")
                 save_audio(folder / f"{name}.{args.format}", result.audio[j], result.sample_rate)
             scaled += any("full scale" in str(w.message) for w in caught)
-            save_mel_png(folder / f"{name}.png", result.mel[j].numpy(), pipe.audio_config.normalization)
+            save_mel_png(folder / f"{name}.png", result.mel[j].numpy(), pipe.audio_config)
             record = {
                 "index": first + j, "file": f"{name}.{args.format}", "spectrogram": f"{name}.png",
                 "model": str(model.resolve()), "checkpoint": str(Path(pipe.source).resolve()),

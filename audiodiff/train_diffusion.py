@@ -36,6 +36,7 @@ from .diffusion import objectives
 from .diffusion.scaling import DataScaler
 from .manifest import check_prepared_audio
 from .optim import ema_copy, ema_update, optimizer_kwargs, warmup_cosine
+from .pages import mel_figure
 from .pipeline import AudioDiffusionPipeline
 from .runtime import (StopFlag, all_agree, check_shared_paths, init_distributed, pick_device, rng_state,
                       set_rng_state)
@@ -368,9 +369,8 @@ def log_samples(writer, ema: nn.Module, schedule, audio, cfg, step: int) -> None
     for i in range(n):
         tag = f"samples/{i}" + (f"_label{labels[i]}" if labels else "")
         writer.add_audio(tag, out.audio[i:i + 1], step, sample_rate=audio.sample_rate)
-    # the mels side by side, low frequencies at the bottom, data range -> [0, 1]
-    low, high = audio.data_range
+    # the mels side by side, with time, frequency and level axes
     assert out.mel is not None  # return_mel=True
-    image = torch.cat(list(out.mel), dim=-1).flip(0)  # [n_mels, n * F]
-    writer.add_image("samples/mel", ((image - low) / (high - low)).clamp(0, 1), step, dataformats="HW")
+    writer.add_figure("samples/mel", mel_figure(torch.cat(list(out.mel), dim=-1).numpy(), audio,
+                                                title=f"step {step}: {n} samples side by side"), step)
     writer.flush()
