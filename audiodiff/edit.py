@@ -258,7 +258,8 @@ def write_index(path: Path, records: list[dict], header: dict) -> None:
     def cell(file, png):
         if not file:
             return "<td>-</td>"
-        player = "" if file.endswith(".safetensors") else f'<audio controls preload="none" src="{esc(file)}"></audio>'
+        player = ("" if file.endswith(".safetensors")
+                  else f'<audio controls preload="metadata" src="{esc(file)}"></audio>')
         image = f'<br><img src="{esc(png)}" alt="mel spectrogram of {esc(file)}">' if png else ""
         return f"<td>{player}<br><code>{esc(file)}</code>{image}</td>"
 

@@ -138,7 +138,8 @@ def write_index(path: Path, records: list[dict], header: dict) -> None:
     rows = [
         f"<tr><td>{r['index']}</td><td>{esc(str(r['label']) if r['label'] is not None else '-')}</td>"
         f"<td>{r['seed']}</td><td>{esc(r['sampler'])}</td><td>{r['steps']}</td>"
-        f"<td><audio controls preload=\"none\" src=\"{esc(r['file'])}\"></audio><br><code>{esc(r['file'])}</code></td>"
+        f"<td><audio controls preload=\"metadata\" src=\"{esc(r['file'])}\"></audio>"
+        f"<br><code>{esc(r['file'])}</code></td>"
         f"<td><img src=\"{esc(r['spectrogram'])}\" alt=\"mel spectrogram of {esc(r['file'])}\"></td></tr>"
         for r in records]
     html_page(path, "audiodiff clips", header, ["#", "label", "seed", "sampler", "steps", "audio", "mel spectrogram"],

@@ -37,8 +37,23 @@ def prepare_clips(root, clips, audio_config):
     return root / "dump"
 
 
+# Tests that need something from Debian (tests/run.sh installs it as root): CI's log says whether they ran.
+NEEDS_DEBIAN = ("tests/test_browser.py::", "tests/test_recipes_offline.py::test_drums_real_hydrogen_kits")
+_outcomes: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.nodeid.startswith(NEEDS_DEBIAN) and (report.when == "call" or report.outcome == "skipped"):
+        _outcomes[report.nodeid] = report.outcome
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Name the installation the suite ran in (CI's log shows the pinned pair and the venv)."""
+    """Name the installation the suite ran in (CI's log shows the pinned pair and the venv), and whether
+    the browser tests and the real-drums test ran."""
+    if _outcomes:
+        counts = {o: sum(v == o for v in _outcomes.values()) for o in sorted(set(_outcomes.values()))}
+        terminalreporter.write_line("browser and real-drums tests: " + ", ".join(f"{n} {o}" for o, n in counts.items())
+                                    + " (" + ", ".join(f"{k.split('::')[-1]} {v}" for k, v in _outcomes.items()) + ")")
     from audiodiff import install
 
     found = install.installed_versions()

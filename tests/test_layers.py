@@ -2,7 +2,7 @@
 imports point down, never up; no import cycle; no hidden function-local import of an audiodiff
 module outside a face; modules and functions stay short enough to read.
 
-    faces     train generate edit evaluate prepare launch datasets/*   (python -m; argparse/Hydra; one-line errors)
+    faces     train generate edit app evaluate prepare launch datasets/*   (python -m; argparse/Hydra; one-line errors)
     training  train_diffusion train_vocoder train_classifier optim
     inference pipeline editing outputs hub fast
     parts     diffusion/ nets/ vocoders data metrics clipsets regions pages config
@@ -22,14 +22,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "audiodiff"
 
 LAYERS = {  # module (dotted, without "audiodiff.") -> layer; packages by prefix
     "version": 0, "install": 0, "cli": 0, "atomic": 0, "runtime": 0, "audio": 0, "manifest": 0, "checkpoint": 0,
-    "diffusion": 1, "nets": 1, "vocoders": 1, "data": 1, "metrics": 1, "config": 1, "clipsets": 1,
-    "fast": 2, "hub": 2, "pipeline": 2, "outputs": 2, "editing": 2, "regions": 1, "pages": 1, "edit": 4, "bundled": 0,
+    "bundled": 0,
+    "diffusion": 1, "nets": 1, "vocoders": 1, "data": 1, "metrics": 1, "config": 1, "clipsets": 1, "regions": 1,
+    "pages": 1,
+    "fast": 2, "hub": 2, "pipeline": 2, "outputs": 2, "editing": 2,
     "optim": 3, "train_diffusion": 3, "train_vocoder": 3, "train_classifier": 3,
-    "train": 4, "generate": 4, "evaluate": 4, "prepare": 4, "launch": 4, "datasets": 4,
+    "train": 4, "generate": 4, "edit": 4, "app": 4, "evaluate": 4, "prepare": 4, "launch": 4, "datasets": 4,
     "": 5,  # the package root (audiodiff/__init__.py): the public API, above everything
 }
 LAYER_NAMES = ("base", "parts", "inference", "training", "faces", "package")
-FACES = {"train", "generate", "evaluate", "prepare", "launch", "edit"}  # and every datasets.* module
+FACES = {"train", "generate", "evaluate", "prepare", "launch", "edit", "app"}  # and every datasets.* module
 MAX_MODULE_LINES = 400
 LONGER_MODULES = {"prepare": 700}  # its length is the bad-audio handling the reliability goals need
 MAX_FUNCTION_LINES = 80
