@@ -46,6 +46,7 @@ class Studio:
                  max_seconds: float = MAX_UPLOAD_SECONDS) -> None:
         self.pipe, self.model, self.workdir, self.max_seconds = pipe, model, Path(workdir), max_seconds
         self.count = 0
+        self.generated: list[str] = []  # every clip generated so far: the edit tab can pick one
 
     def _folder(self, kind: str) -> Path:
         self.count += 1
@@ -84,6 +85,7 @@ class Studio:
             record["command"] = regenerate_command(self.model, record, "cpu")
             records.append(record)
         (folder / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        self.generated += [str(folder / r["file"]) for r in records]
         archive = folder / "clips.zip"
         with zipfile.ZipFile(archive, "w") as z:
             for r in records:
@@ -171,11 +173,12 @@ def build_app(studio: Studio):
     def run_generate(label, sampler, steps, guidance, lo, hi, seed, seconds, vocoder, batch,
                      progress=gr.Progress(track_tqdm=True)):
         r = studio.generate(label, sampler, steps, guidance, lo, hi, seed, seconds, vocoder, batch)
-        return r["audio"][0], r["images"][0], r["images"], r["zip"], r["message"]
+        picks = gr.update(choices=[(Path(p).parent.name + "/" + Path(p).name, p) for p in studio.generated])
+        return r["audio"][0], r["images"][0], r["images"], r["zip"], r["message"], picks
 
-    def run_edit(path, op, strength, start, end, seconds, seam, label, steps, seed,
+    def run_edit(path, picked, op, strength, start, end, seconds, seam, label, steps, seed,
                  progress=gr.Progress(track_tqdm=True)):
-        r = studio.edit(path, op, strength, start, end, seconds, seam, label, steps, seed)
+        r = studio.edit(path or picked, op, strength, start, end, seconds, seam, label, steps, seed)
         return r["before"], r["after"], r["before_image"], r["after_image"], r["message"]
 
     # delete_cache: Gradio's copies of served files older than an hour go, checked every hour
@@ -201,10 +204,9 @@ def build_app(studio: Studio):
             image = gr.Image(label="its spectrogram", type="filepath")
             gallery = gr.Gallery(label="all spectrograms", columns=4, height=260)
             archive = gr.File(label="the clips with their clips.jsonl")
-            go.click(guarded(run_generate), [label, sampler, steps, guidance, lo, hi, seed, seconds, vocoder, batch],
-                     [first, image, gallery, archive, status], api_name="generate")
         with gr.Tab("Edit"):
             upload = gr.Audio(label="a clip", type="filepath", sources=["upload"])
+            picked = gr.Dropdown([], value=None, label="or pick a clip generated in the other tab")
             with gr.Row():
                 op = gr.Radio(list(OPS), value="vary", label="operation")
                 strength = gr.Slider(0.0, 1.0, value=0.5, label="strength (vary)")
@@ -222,9 +224,11 @@ def build_app(studio: Studio):
                 before, after = gr.Audio(label="before", type="filepath"), gr.Audio(label="after", type="filepath")
             with gr.Row():
                 before_image, after_image = gr.Image(type="filepath"), gr.Image(type="filepath")
-            edit_go.click(guarded(run_edit), [upload, op, strength, start, end, more, seam, edit_label, edit_steps,
-                                              edit_seed], [before, after, before_image, after_image, edit_status],
-                          api_name="edit")
+            edit_go.click(guarded(run_edit), [upload, picked, op, strength, start, end, more, seam, edit_label,
+                                              edit_steps, edit_seed],
+                          [before, after, before_image, after_image, edit_status], api_name="edit")
+        go.click(guarded(run_generate), [label, sampler, steps, guidance, lo, hi, seed, seconds, vocoder, batch],
+                 [first, image, gallery, archive, status, picked], api_name="generate")
     app.queue(default_concurrency_limit=1)  # one model run at a time; the rest wait in order
     return app
 

@@ -163,17 +163,29 @@ def test_a_mistake_in_the_page_is_a_message_not_a_trace(app_server, tmp_path):
     bad = tmp_path / "notes.wav"
     bad.write_text("this is not audio")
     with pytest.raises(AppError, match="not audio this app can read"):
-        client.predict(handle_file(str(bad)), "vary", 0.5, 0.3, 0.6, 2.0, 0.2, "none", 3, 0, api_name="/edit")
+        client.predict(handle_file(str(bad)), None, "vary", 0.5, 0.3, 0.6, 2.0, 0.2, "none", 3, 0, api_name="/edit")
     good = tmp_path / "tone.wav"
     sf.write(good, [0.1 * ((i // 50) % 2) for i in range(8000)], 22050)
     with pytest.raises(AppError, match="empty"):
-        client.predict(handle_file(str(good)), "inpaint", 0.5, 0.3, 0.2, 2.0, 0.2, "none", 3, 0, api_name="/edit")
+        client.predict(handle_file(str(good)), None, "inpaint", 0.5, 0.3, 0.2, 2.0, 0.2, "none", 3, 0, api_name="/edit")
     with pytest.raises(AppError, match=r"1\.5 is greater than maximum value 1\.0"):  # the slider's own check
-        client.predict(handle_file(str(good)), "vary", 1.5, 0.3, 0.6, 2.0, 0.2, "none", 3, 0, api_name="/edit")
+        client.predict(handle_file(str(good)), None, "vary", 1.5, 0.3, 0.6, 2.0, 0.2, "none", 3, 0, api_name="/edit")
     long = tmp_path / "long.wav"
     sf.write(long, [0.0] * (22050 * 61), 22050)
+    generated = client.predict("1", "dpmpp", 3, 1.0, 2.0, 1e9, 0, 0, "griffinlim", 1, api_name="/generate")
+    clip = _newest_choice(generated[5])  # the edit tab's picker now offers the generated clip
+    edited = client.predict(None, clip, "inpaint", 0.5, 0.02, 0.08, 2.0, 0.2, "none", 3, 0, api_name="/edit")
+    assert edited[4].startswith("inpaint: kept_max_abs 0")
     with pytest.raises(AppError, match="up to 60 s"):
-        client.predict(handle_file(str(long)), "vary", 0.5, 0.3, 0.6, 2.0, 0.2, "none", 3, 0, api_name="/edit")
+        client.predict(handle_file(str(long)), None, "vary", 0.5, 0.3, 0.6, 2.0, 0.2, "none", 3, 0, api_name="/edit")
+
+
+def _newest_choice(update) -> str:
+    """The value of the last choice in a dropdown update sent by the app."""
+    choices = update.get("choices") if isinstance(update, dict) else None
+    assert choices, update
+    last = choices[-1]
+    return last[1] if isinstance(last, (list, tuple)) else last
 
 
 def rss_mb(pid: int) -> float:
@@ -197,8 +209,8 @@ def test_four_concurrent_requests_are_answered_in_order_and_memory_comes_back(ap
         jobs.append(client.submit(*args, 100 + i, 0, "griffinlim", 2, api_name="/generate"))
         time.sleep(0.3)  # submitted in this order while the first still runs
     results = [job.result(timeout=300) for job in jobs]
-    numbers = [int(r[-1].split(":")[0].split()[1]) for r in results]
-    seeds = [r[-1].split("seeds ")[1].split("..")[0] for r in results]
+    numbers = [int(r[4].split(":")[0].split()[1]) for r in results]
+    seeds = [r[4].split("seeds ")[1].split("..")[0] for r in results]
     assert seeds == ["100", "101", "102", "103"], results
     assert numbers == sorted(numbers) and len(set(numbers)) == 4, numbers  # served one after another, in order
     time.sleep(1)
