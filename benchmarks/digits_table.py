@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,8 @@ VOCODER_NAMES = {"griffinlim": "Griffin-Lim", "hifigan": "HiFi-GAN V1 universal"
 COLUMNS = (("FID", "FID", True, ".3f"), ("IS", "IS", False, ".3f"), ("mIS", "mIS", False, ".3f"),
            ("AM", "AM", True, ".3f"), ("NDB/K", "NDB/K", True, ".3f"), ("accuracy", "accuracy", False, "%"),
            ("rtf", "RTF", False, ".2f"), ("over_full_scale", "> 0 dBFS", True, "%"),
-           ("peak_db", "peak dBFS", None, ".1f"), ("rms_db", "RMS dBFS", None, ".1f"))
+           ("peak_db", "peak dBFS", None, ".1f"), ("rms_db", "RMS dBFS", None, ".1f"),
+           ("judge_accuracy", "judge ↑", False, "%"))
 SETTING_KEYS = ("model", "checkpoint", "step", "classifier", "reference", "test", "guidance", "guidance_interval",
                 "seed")
 
@@ -153,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="clip i of a row uses seed + i; also the NDB K-means")
     p.add_argument("--json", type=Path, default=None, help="results, rewritten after every row (resumable)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the markdown table here")
+    p.add_argument("--judge", type=Path, default=None,
+                   help="a second, stricter classifier (e.g. trained on other speakers): its accuracy on every row "
+                        "and on the real test split is reported as judge_accuracy")
     p.add_argument("--restart", action="store_true",
                    help="discard the rows in --json instead of refusing when its settings differ")
     return p
@@ -309,7 +314,7 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     from audiodiff.cli import UsageError
     from audiodiff.evaluate import waves_to_mels
     from audiodiff.clipsets import read_prepared_split
-    from audiodiff.metrics import ClassifierScorer, load_classifier
+    from audiodiff.metrics import ClassifierScorer, classify, load_classifier
     from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
     from audiodiff.runtime import pick_device
 
@@ -336,6 +341,14 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     except (ModelLoadError, FileNotFoundError, ValueError, ImportError) as e:
         raise TableError(str(e).splitlines()[0] if str(e) else f"cannot load model {args.model}") from None
     classifier, info = load_classifier(args.classifier, device)
+    judge = load_classifier(args.judge, device) if args.judge is not None else None
+
+    def judge_accuracy(mels, labels) -> float | None:
+        """The stricter judge's agreement with the labels (None without --judge)."""
+        if judge is None:
+            return None
+        probs, _ = classify(judge[0], mels, judge[1]["segment_frames"], judge[1]["audio_config"].silence)
+        return float((probs.argmax(1) == np.asarray(labels)).mean())
     num_classes = pipe.num_classes
     if num_classes and num_classes != int(info["kwargs"]["num_classes"]):
         raise TableError(f"the model has {num_classes} classes, the classifier {info['kwargs']['num_classes']}; "
@@ -405,6 +418,10 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
                 state["reference_rows"][split.name] = scorer.score(split.mels, split.labels)
                 save_state(args.json, state)
     test_row = state["reference_rows"].get("test")
+    if test_row is not None and judge is not None and "judge_accuracy" not in test_row:
+        test_split = read_prepared_split(args.test, "test", judge[1]["audio_config"])
+        test_row["judge_accuracy"] = judge_accuracy(test_split.mels, test_split.labels)
+        save_state(args.json, state)
     if test_row is not None and "rms_db" not in test_row:  # the real test files, as they are
         entries, _ = read_prepared(args.test)
         test_row.update(loudness(load_audio(e["path"]) for e in entries))
@@ -453,6 +470,8 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
             row = {"sampler": sampler, "steps": steps, "vocoder": vocoder}
             row.update(scorer.score(clip_mels, labels if labels is not None else [-1] * n))
             row.update(loudness(w for wave in waves for w in wave))
+            if judge is not None and labels is not None:
+                row["judge_accuracy"] = judge_accuracy(clip_mels, labels)
             row.update({"rtf": audio_s / (sample_s + vocode_s), "audio_s": audio_s, "sample_s": sample_s,
                         "vocode_s": vocode_s, "batch_size": args.batch_size, "device": str(device),
                         "hardware": hw, "load": f"{load_before} -> {_load()}",

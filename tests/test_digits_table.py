@@ -65,7 +65,8 @@ def args_for(run_dir, tones, out: Path, rows="dpmpp:3,ddim:2", extra=()):
 
 
 def test_table_rows_metrics_and_resume(run_dir, tones, tmp_path, sample_calls, capsys):  # noqa: F811
-    argv = args_for(run_dir, tones, tmp_path)
+    # the judge is the same classifier here, so its accuracy must equal the table's own
+    argv = args_for(run_dir, tones, tmp_path, extra=("--judge", str(tones["classifier"])))
     assert dt.main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     state = json.loads((tmp_path / "table.json").read_text())
@@ -80,6 +81,8 @@ def test_table_rows_metrics_and_resume(run_dir, tones, tmp_path, sample_calls, c
             assert row[metric] is not None and math.isfinite(row[metric]), (name, metric)
         assert 1.0 - 1e-9 <= row["IS"] <= 3.0 + 1e-9 and 0.0 <= row["accuracy"] <= 1.0, name
         assert 0.0 <= row["NDB/K"] <= 1.0 and row["FID"] >= 0.0
+    for name, row in [*rows.items(), ("test", state["reference_rows"]["test"])]:
+        assert row["judge_accuracy"] == pytest.approx(row["accuracy"]), name
     for name, row in [*rows.items(), ("test", state["reference_rows"]["test"])]:  # loudness before any scaling
         assert 0.0 <= row["over_full_scale"] <= 1.0 and row["rms_db"] < row["peak_db"], name
     entries, _ = read_prepared(tones["dirs"]["test"])
