@@ -97,8 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# --------------------------------------------------------------------------- inputs
-
 # --------------------------------------------------------------------------- validation
 
 def _validate(args: argparse.Namespace) -> dict:
