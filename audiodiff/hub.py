@@ -392,7 +392,8 @@ def save_model_dir(path: str | os.PathLike, config: dict, state_dict: dict) -> P
     tmp.mkdir()
     try:
         (tmp / CONFIG_NAME).write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
-        save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "producer": "audiodiff"})
+        # one metadata key: safetensors keeps it in a hash map, so two keys made two different files
+        save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         replace_dir(tmp, path, fsync=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; a failure's leftovers

@@ -58,7 +58,7 @@ COLUMNS = (("FID", "FID", True, ".3f"), ("IS", "IS", False, ".3f"), ("mIS", "mIS
            ("AM", "AM", True, ".3f"), ("NDB/K", "NDB/K", True, ".3f"), ("accuracy", "accuracy", False, "%"),
            ("rtf", "RTF", False, ".2f"), ("over_full_scale", "> 0 dBFS", True, "%"),
            ("peak_db", "peak dBFS", None, ".1f"), ("rms_db", "RMS dBFS", None, ".1f"),
-           ("judge_accuracy", "judge ↑", False, "%"))
+           ("judge_accuracy", "judge", False, "%"))
 SETTING_KEYS = ("model", "checkpoint", "step", "classifier", "reference", "test", "guidance", "guidance_interval",
                 "seed")
 
@@ -294,12 +294,8 @@ def format_markdown(state: dict, order: list[str] | None = None) -> str:
 
 def _rel(path) -> str:
     """A path relative to where the table runs (the recipe folder), so results files carry no machine's
-    absolute paths; absolute only when it lies outside."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    absolute paths."""
+    return os.path.relpath(Path(path).resolve(), Path.cwd().resolve())
 
 
 def _log(message: str) -> None:

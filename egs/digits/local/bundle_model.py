@@ -31,7 +31,7 @@ from audiodiff.pipeline import AudioDiffusionPipeline  # noqa: E402
 
 COLUMNS = (("FID", "FID ↓", ".2f"), ("IS", "IS ↑", ".3f"), ("accuracy", "accuracy ↑", "%"),
            ("NDB/K", "NDB/K ↓", ".3f"), ("over_full_scale", "> 0 dBFS", "%"), ("peak_db", "peak dBFS", ".1f"),
-           ("rms_db", "RMS dBFS", ".1f"))
+           ("rms_db", "RMS dBFS", ".1f"), ("judge_accuracy", "stricter judge ↑", "%"))
 
 
 def cell(value, fmt: str) -> str:
@@ -58,7 +58,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, type=Path)
     p.add_argument("--classifier", required=True, type=Path)
-    p.add_argument("--table", required=True, type=Path)
+    p.add_argument("--table", required=True, type=Path, action="append",
+                   help="digits_table JSON; repeat to add rows (the first one's real rows are used)")
     p.add_argument("--made-by", required=True, help="the command that trained the model")
     p.add_argument("--wall", required=True, help="training wall time and machine, in words")
     p.add_argument("--steps", type=int, default=10)
@@ -67,6 +68,7 @@ def main() -> int:
     p.add_argument("--guidance-interval", default="2,inf")
     p.add_argument("--vocoder", default="griffinlim")
     p.add_argument("--notes", default="", help="a paragraph for the card (what is not good yet)")
+    p.add_argument("--judge", default="", help="the stricter judge of the table's judge column, in words")
     p.add_argument("--data", default="`python -m audiodiff.datasets.digits --per-digit 1000 --seed 0` (10,000 clips; "
                    "speakers split train / valid / test, 518 / 65 / 65 of 648 espeak-ng voice variants)",
                    help="the data, in words, for the card")
@@ -86,7 +88,9 @@ def main() -> int:
         f.rename(tmp / f.name)
     (tmp / "model").rmdir()
     shutil.copyfile(args.classifier, tmp / "classifier.pt")
-    state = json.loads(args.table.read_text())
+    tables = [json.loads(t.read_text()) for t in args.table]
+    state = {**tables[0], "rows": {f"{k} (N = {r['num']})": r for t in tables for k, r in t["rows"].items()}}
+    commands = "; ".join(f"`{t['runs'][-1]['command']}`" for t in tables if t.get("runs"))
     digest = file_sha256(tmp / "model.safetensors")
     params = sum(v.numel() for v in weights.values())
     last = state["runs"][-1] if state.get("runs") else {}
@@ -113,7 +117,8 @@ loads it by name.
 
 The SC09 protocol of egs/digits (benchmarks/digits_table.py; clip i asks for digit i % 10; FID and
 NDB/K against the train split's classifier features; loudness before any scaling, the real rows of the
-files themselves). Command: `{last.get('command', '?')}` ({last.get('hardware', '?')}, {last.get('date', '?')}).
+files themselves). Commands, from egs/digits: {commands} ({last.get('hardware', '?')},
+{last.get('date', '?')}). The stricter judge: {args.judge or '-'}
 
 {table(state)}
 
