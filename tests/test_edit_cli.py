@@ -132,3 +132,33 @@ def test_generate_makes_long_clips_and_loops(setup, capsys):
                                             "--steps", "3", "--quiet", "--label", "1"], capsys)
     assert rc == 0, stderr
     assert "--loop" in json.loads((out2 / "clips.jsonl").read_text())["command"]
+
+
+def test_long_audio_benchmark_measures_both_methods_and_their_controls(setup, capsys):
+    """benchmarks/long_audio.py (egs/drums' seam figures) on the tiny model: every row measured, the seam
+    taken at the real join, the figures written."""
+    import importlib.util
+
+    root, run, clips = setup
+    manifest = root / "long.jsonl"
+    manifest.write_text("".join(json.dumps({"path": str(clips / f"c{i}.wav"), "label": i}) + "\n" for i in (0, 1)))
+    spec = importlib.util.spec_from_file_location("long_audio", ROOT / "benchmarks" / "long_audio.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = root / "long"
+    rc = bench.main(["--model", str(run), "--manifest", str(manifest), "--extend-seconds", "0.6", "--loop-seconds",
+                     "0.4", "--loop-seeds", "1", "--steps", "3", "--repaint-steps", "3", "--resample", "1",
+                     "--json", str(out / "long.json"), "--figures", str(out)])
+    assert rc == 0
+    result = json.loads((out / "long.json").read_text())
+    rows = result["rows"]
+    assert rows["extension"]["n"] == 2 and rows["extension"]["nfe_per_clip"] > 3  # windows of the 12-frame segment
+    for name in ("extension", "extension control (appended, not inpainted)",
+                 "real reference (every frame step of the inputs)"):
+        assert math.isfinite(rows[name]["median"]) and rows[name]["worst"] >= rows[name]["median"] > 0
+    for name in ("loop", "loop control (windows not circular)"):
+        assert rows[name]["loop_seam_ratio"]["n"] == 2 and math.isfinite(rows[name]["wrap_click"]["worst"])
+    assert result["loop_labels"] == [0, 1] and "--extend-seconds 0.6" in result["command"]
+    for png in ("long_audio_extend.png", "long_audio_loop.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert "| loop control (windows not circular) |" in capsys.readouterr().out

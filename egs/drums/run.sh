@@ -3,7 +3,7 @@
 # and hydrogen-drumkits-effects), end to end:
 #   0 cut the one-shots   1 prepare features   2 train   3 fine-tune the vocoder (optional)
 #   4 generate every class (kick, snare, hihat, tom, cymbal, other) in turn, with guidance
-# Usage: bash egs/drums/run.sh [--smoke] [--stage N] [--stop-stage N] [--nproc N]
+# Usage: bash egs/drums/run.sh [--smoke | --cpu] [--stage N] [--stop-stage N] [--nproc N]
 #                              [--finetune-vocoder] [HYDRA_OVERRIDES...]
 # Every setting lives in recipes/experiment/drums*.yaml; this script only sequences
 # `python -m audiodiff.*` calls (stages 1-4: ../common/stages.sh). Hydra overrides (key=value)
@@ -15,7 +15,7 @@ experiment=drums
 last_stage=4
 finetune_vocoder=false
 flag_opts="--finetune-vocoder"
-usage="usage: bash egs/drums/run.sh [--smoke] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"
+usage="usage: bash egs/drums/run.sh [--smoke | --cpu] [--stage N] [--stop-stage N] [--nproc N] [--finetune-vocoder] [key=value ...]"
 source ../common/recipe.sh
 source ../common/stages.sh
 recipe_paths

@@ -54,6 +54,16 @@ def table(state: dict) -> str:
     return "\n".join(lines)
 
 
+def copy_classifier(src: Path, dst: Path) -> None:
+    """The evaluation classifier's checkpoint with its data folders relative to the recipe folder (where this
+    runs), so the shipped file names no machine's absolute paths."""
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    for key in ("train_dir", "valid_dir", "test_dir"):
+        if isinstance(state.get(key), str) and os.path.isabs(state[key]):
+            state[key] = os.path.relpath(state[key], Path.cwd())
+    torch.save(state, dst)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, type=Path)
@@ -87,7 +97,7 @@ def main() -> int:
     for f in (tmp / "model").iterdir():
         f.rename(tmp / f.name)
     (tmp / "model").rmdir()
-    shutil.copyfile(args.classifier, tmp / "classifier.pt")
+    copy_classifier(args.classifier, tmp / "classifier.pt")
     tables = [json.loads(t.read_text()) for t in args.table]
     state = {**tables[0], "rows": {f"{k} (N = {r['num']})": r for t in tables for k, r in t["rows"].items()}}
     commands = "; ".join(f"`{t['runs'][-1]['command']}`" for t in tables if t.get("runs"))
