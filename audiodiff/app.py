@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .audio import AudioFileError, audio_info, save_audio
-from .cli import OneLineParser, UsageError, one_line
+from .cli import OneLineParser, UsageError, one_line, run_face
 from .generate import SAMPLER_CHOICES, regenerate_command, resolve_model
-from .install import InstallError
 from .pages import save_mel_png
 from .pipeline import AudioDiffusionPipeline
 from .version import __version__
@@ -242,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=MAX_UPLOAD_SECONDS, help="longest clip the edit tab takes")
     p.add_argument("--device", default="auto")
     workdir = Path(tempfile.mkdtemp(prefix="audiodiff-app-"))
-    try:
+
+    def body() -> None:
         args = p.parse_args(argv)
         if not 1 <= args.port <= 65535:
             raise UsageError(f"--port {args.port} must be from 1 to 65535")
@@ -259,20 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audiodiff.app: serving {model} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
         app.launch(server_name=args.host, server_port=args.port, share=False, allowed_paths=[str(workdir)],
                    footer_links=[], quiet=True)
-    except UsageError as e:
-        print(f"audiodiff.app: {e}", file=sys.stderr)
-        return 2
-    except InstallError as e:
-        print(f"audiodiff.app: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except OSError as e:  # the port is taken, for one
-        print(f"audiodiff.app: {one_line(e)}", file=sys.stderr)
-        return 1
+    try:
+        return run_face("audiodiff.app", body)  # an OSError: the port is taken, for one
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

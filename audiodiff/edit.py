@@ -30,10 +30,9 @@ from pathlib import Path
 
 from .atomic import file_sha256, replace_dir
 from .audio import save_audio
-from .cli import OneLineParser, UsageError, one_line
+from .cli import OneLineParser, UsageError, one_line, run_face
 from .generate import FORMATS, SAMPLER_CHOICES, check_out_dir, flag_names, parse_labels, resolve_model
 from .hub import read_model_config
-from .install import InstallError
 from .manifest import gather_inputs
 from .outputs import EncodeOutput
 from .pages import html_page, save_mel_png
@@ -342,24 +341,12 @@ def edit(args: argparse.Namespace, parser) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    try:
+
+    def body() -> None:
         args = parser.parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)
-        summary = edit(args, parser)
-    except UsageError as e:
-        print(f"audiodiff.edit: {e}", file=sys.stderr)
-        return 2
-    except InstallError as e:
-        print(f"audiodiff.edit: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("audiodiff.edit: interrupted; --out was not written", file=sys.stderr)
-        return 130
-    except OSError as e:
-        print(f"audiodiff.edit: {e}; --out was not written", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
+        print(edit(args, parser))
+    return run_face("audiodiff.edit", body, "--out was not written")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,7 @@ import torch
 
 from .atomic import write_json_atomic
 from .audio import AudioConfig, AudioFileError, MelSpec, fit_wave, load_audio
-from .cli import OneLineParser, UsageError, one_line
-from .install import InstallError
+from .cli import OneLineParser, UsageError, one_line, run_face
 from .clipsets import ClipSet, read_prepared_split
 from .manifest import scan_folder
 from .metrics import (ClassifierScorer, frechet_distance, kid, load_classifier, log_spectral_distance, mel_l1_distance,
@@ -349,22 +348,16 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def body() -> None:
         args = build_parser().parse_args(argv)
         result = run(args)
-    except UsageError as e:
-        print(f"python -m audiodiff.evaluate: error: {e}", file=sys.stderr)
-        return 2
-    except InstallError as e:
-        print(f"python -m audiodiff.evaluate: error: {e}", file=sys.stderr)
-        return 1
-    for note in result["notes"]:
-        print(f"note: {note}", file=sys.stderr)
-    print(format_table(result["rows"], "vocoder" if result["kind"] == "vocoder" else "set"))
-    if args.json is not None:
-        write_json_atomic(args.json, result)
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0
+        for note in result["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+        print(format_table(result["rows"], "vocoder" if result["kind"] == "vocoder" else "set"))
+        if args.json is not None:
+            write_json_atomic(args.json, result)
+            print(f"wrote {args.json}", file=sys.stderr)
+    return run_face("audiodiff.evaluate", body, "--json was not written")
 
 
 if __name__ == "__main__":

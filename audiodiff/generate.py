@@ -29,10 +29,9 @@ from tqdm.auto import tqdm
 
 from .atomic import replace_dir
 from .audio import save_audio
-from .cli import OneLineParser, UsageError, one_line
+from .cli import OneLineParser, UsageError, one_line, run_face
 from .bundled import CARD, bundled_names, bundled_path
 from .hub import find_latest_run, read_model_config
-from .install import InstallError
 from .pages import html_page, save_mel_png
 from .pipeline import AudioDiffusionPipeline
 from .runtime import pick_device
@@ -336,24 +335,12 @@ def flag_names(message: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    try:
+
+    def body() -> None:
         args = parser.parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)
-        summary = generate(args)
-    except UsageError as e:
-        print(f"audiodiff.generate: {e}", file=sys.stderr)
-        return 2
-    except InstallError as e:
-        print(f"audiodiff.generate: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("audiodiff.generate: interrupted; --out was not written", file=sys.stderr)
-        return 130
-    except OSError as e:  # a full disk, a read-only folder: the temporary folder is already removed
-        print(f"audiodiff.generate: {e}; --out was not written", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
+        print(generate(args))
+    return run_face("audiodiff.generate", body, "--out was not written")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def test_no_model_found_exits_2_with_hint(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(generate, "bundled_names", lambda: [])
     assert generate.main(["--out", "clips"]) == 2
-    assert capsys.readouterr().err.strip() == f"audiodiff.generate: {NO_MODEL_HINT}"
+    assert capsys.readouterr().err.strip() == f"audiodiff.generate: error: {NO_MODEL_HINT}"
     assert list(tmp_path.iterdir()) == []
 
 
