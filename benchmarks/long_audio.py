@@ -43,16 +43,15 @@ from audiodiff.pipeline import AudioDiffusionPipeline  # noqa: E402
 from audiodiff.regions import loop_metrics  # noqa: E402
 
 
-def first_per_label(manifest: Path, per_label: int) -> list[tuple[Path, int]]:
-    """The first `per_label` clips of each label in the manifest's order, as (path, label)."""
-    picked: dict[int, list[Path]] = {}
+def first_per_label(manifest: Path, per_label: int) -> list[tuple[Path, int | None]]:
+    """The first `per_label` clips of each label in the manifest's order, as (path, label); an unlabelled
+    manifest (an unconditional model's) gives its first `per_label` clips with label None."""
+    picked: dict[int | None, list[Path]] = {}
     for row in load_manifest(manifest):
-        path = Path(row["path"])
-        path = path if path.is_absolute() else manifest.parent / path
-        picked.setdefault(int(row["label"]), [])
-        if len(picked[int(row["label"])]) < per_label:
-            picked[int(row["label"])].append(path)
-    return [(p, label) for label in sorted(picked) for p in picked[label]]
+        label = None if row.get("label") is None else int(row["label"])
+        if len(picked.setdefault(label, [])) < per_label:
+            picked[label].append(Path(row["path"]))
+    return [(p, label) for label in sorted(picked, key=lambda k: -1 if k is None else k) for p in picked[label]]
 
 
 def summary(values: list[float]) -> dict:
@@ -62,7 +61,8 @@ def summary(values: list[float]) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True)
-    p.add_argument("--manifest", required=True, type=Path, help="clips to extend (the first of each label)")
+    p.add_argument("--manifest", required=True, type=Path,
+                   help="clips to extend (the first --per-label of each label, or of all when unlabelled)")
     p.add_argument("--per-label", type=int, default=1)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--steps", type=int, default=25, help="steps of the loops and the controls (DPM-Solver++)")
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("--resample", type=int, default=3)
     p.add_argument("--extend-seconds", type=float, default=30.0)
     p.add_argument("--loop-seconds", type=float, default=4.0)
-    p.add_argument("--loop-seeds", type=int, default=2, help="loops per label")
+    p.add_argument("--loop-seeds", type=int, default=2, help="loops per label (of an unlabelled manifest: loops)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--figures", type=Path, default=None, help="folder for the two PNG figures")
@@ -108,9 +108,10 @@ def main(argv=None) -> int:
     rows["extension control (appended, not inpainted)"] = summary(ctl)
     rows["reference: every frame step of the extended clip, mean"] = summary(real)
     rows["reference: every frame step of the extended clip, 95th percentile"] = summary(p95)
-    labels = [label for label in sorted({lab for _, lab in clips}) for _ in range(args.loop_seeds)]
+    kinds = sorted({lab for _, lab in clips}, key=lambda k: -1 if k is None else k)
+    labels = [label for label in kinds for _ in range(args.loop_seeds)]
     loop_kw = {"batch_size": len(labels), "seconds": args.loop_seconds, "steps": args.steps, "seed": 0,
-               "labels": labels, "return_mel": True, **guide}
+               "labels": None if None in kinds else labels, "return_mel": True, **guide}
     start = time.perf_counter()
     loops = pipe(loop=True, **loop_kw)
     loop_secs = time.perf_counter() - start
@@ -143,7 +144,7 @@ def figures(folder: Path, pipe, first_ext, loop_mel, plain_mel) -> None:
     mel, join, name, label = first_ext
     show = min(mel.shape[-1], join + pipe.loop_frames(5.0))  # the clip and the first 5 s after the join
     save_mel_png(folder / "long_audio_extend.png", mel[:, :show], pipe.audio_config, shade=[(join, show)],
-                 title=f"label {label}: clip, then the start of the extension (shaded)")
+                 title=f"{name[:40]}{'' if label is None else f' (label {label})'}, then its extension (shaded)")
     f = loop_mel.shape[-1]
     both = torch.cat([loop_mel, loop_mel, plain_mel, plain_mel], -1)
     save_mel_png(folder / "long_audio_loop.png", both, pipe.audio_config, shade=[(f, 2 * f), (3 * f, 4 * f)],

@@ -163,3 +163,9 @@ def test_long_audio_benchmark_measures_both_methods_and_their_controls(setup, ca
     for png in ("long_audio_extend.png", "long_audio_loop.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "| loop control (windows not circular) |" in capsys.readouterr().out
+    manifest.write_text("".join(json.dumps({"path": str(clips / f"c{i}.wav")}) + "\n" for i in (0, 1)))  # unlabelled
+    assert bench.main(["--model", str(run), "--manifest", str(manifest), "--per-label", "2", "--extend-seconds",
+                       "0.3", "--loop-seconds", "0.4", "--steps", "2", "--repaint-steps", "2", "--resample", "1",
+                       "--guidance", "1", "--json", str(out / "unlabelled.json")]) == 0
+    result = json.loads((out / "unlabelled.json").read_text())
+    assert result["loop_labels"] == [None, None] and result["rows"]["extension"]["n"] == 2
