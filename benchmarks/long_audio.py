@@ -17,8 +17,10 @@ Rows (all numbers are per clip, then the median and the worst over the clips):
 - reference: the same statistic at every frame boundary of the extended clip, averaged (its mean step over
   its median step: what an ordinary step of that audio measures; onsets make it well above 1), and its
   95th percentile (a join below it is no rougher than the audio's own onsets).
-Seconds are wall time on this machine at --threads. --figures writes long_audio_loop.png (the first loop
-played twice, its control beside it) and long_audio_extend.png (the first extension's clip and its next 5 s).
+Seconds are wall time on this machine at --threads. Levels: the mean RMS (dBFS, before any scaling) of the
+extensions' new audio, of the input clips and of the loops: a seam ratio of near-silent audio says little.
+--figures DIR writes DIR/PREFIX_loop.png (the first loop played twice, its control beside it) and
+DIR/PREFIX_extend.png (the first extension's clip and its next 5 s).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiodiff.audio import load_audio  # noqa: E402
+from audiodiff.audio import load_audio, loudness  # noqa: E402
 from audiodiff.diffusion.editing import seam_ratio  # noqa: E402
 from audiodiff.manifest import load_manifest  # noqa: E402
 from audiodiff.pipeline import AudioDiffusionPipeline  # noqa: E402
@@ -74,6 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--figures", type=Path, default=None, help="folder for the two PNG figures")
+    p.add_argument("--prefix", default="long_audio", help="the figures' file names: PREFIX_loop.png, PREFIX_extend.png")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
     clips = first_per_label(args.manifest, args.per_label)
     guide = {"guidance_scale": args.guidance, "progress": False}
     rows: dict[str, dict] = {}
-    ext, ctl, real, p95 = [], [], [], []
+    ext, ctl, real, p95, new_audio, inputs = [], [], [], [], [], []
     ext_nfe, ext_secs, first_ext = 0, 0.0, None
     for i, (path, label) in enumerate(clips):
         x = load_audio(path, sr)[None]
@@ -93,6 +96,8 @@ def main(argv=None) -> int:
         ext_secs += time.perf_counter() - start
         ext_nfe = out.edit["nfe"]
         join = out.edit["regions_frames"][0][0]
+        new_audio.append(out.audio[0, x.shape[-1]:])
+        inputs.append(x[0])
         ext.append(out.edit["metrics"]["seam_flux_ratio"])
         alone = pipe(seconds=args.extend_seconds, steps=args.steps, seed=i, labels=label, return_mel=True, **guide)
         ctl.append(seam_ratio(torch.cat([out.mel[..., :join], alone.mel], -1), [join]))
@@ -104,7 +109,8 @@ def main(argv=None) -> int:
         print(json.dumps({"clip": str(path.name), "label": label, "extension_seam": ext[-1],
                           "control_seam": ctl[-1], "mean_step_ratio": real[-1],
                           "p95_step_ratio": p95[-1]}), flush=True)
-    rows["extension"] = {**summary(ext), "nfe_per_clip": ext_nfe, "seconds_per_clip": ext_secs / len(clips)}
+    rows["extension"] = {**summary(ext), "nfe_per_clip": ext_nfe, "seconds_per_clip": ext_secs / len(clips),
+                         "new_audio_rms_db": loudness(new_audio)["rms_db"], "input_rms_db": loudness(inputs)["rms_db"]}
     rows["extension control (appended, not inpainted)"] = summary(ctl)
     rows["reference: every frame step of the extended clip, mean"] = summary(real)
     rows["reference: every frame step of the extended clip, 95th percentile"] = summary(p95)
@@ -119,7 +125,7 @@ def main(argv=None) -> int:
     for name, out, secs in (("loop", loops, loop_secs), ("loop control (windows not circular)", plain, None)):
         per = [loop_metrics(out.mel[j:j + 1], out.audio[j:j + 1]) for j in range(len(labels))]
         rows[name] = {"loop_seam_ratio": summary([m["loop_seam_ratio"] for m in per]),
-                      "wrap_click": summary([m["wrap_click"] for m in per])}
+                      "wrap_click": summary([m["wrap_click"] for m in per]), "rms_db": loudness(out.audio)["rms_db"]}
         if secs is not None:
             rows[name].update(nfe_per_clip=out.edit["nfe"] if getattr(out, "edit", None) else None,
                               seconds_per_clip=secs / len(labels))
@@ -130,37 +136,39 @@ def main(argv=None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.figures:
-        figures(args.figures, pipe, first_ext, loops.mel[0], plain.mel[0])
+        figures(args.figures / args.prefix, pipe, first_ext, loops.mel[0], plain.mel[0])
     print(markdown(rows))
     return 0
 
 
-def figures(folder: Path, pipe, first_ext, loop_mel, plain_mel) -> None:
-    """long_audio_extend.png: the first extension, its new region shaded; long_audio_loop.png: the first loop
-    played twice beside its non-circular control played twice (the second pass shaded: the wrap is its edge)."""
+def figures(stem: Path, pipe, first_ext, loop_mel, plain_mel) -> None:
+    """STEM_extend.png: the first extension, its new region shaded; STEM_loop.png: the first loop played twice
+    beside its non-circular control played twice (the second pass shaded: the wrap is its edge)."""
     from audiodiff.pages import save_mel_png
 
-    folder.mkdir(parents=True, exist_ok=True)
+    stem.parent.mkdir(parents=True, exist_ok=True)
     mel, join, name, label = first_ext
     show = min(mel.shape[-1], join + pipe.loop_frames(5.0))  # the clip and the first 5 s after the join
-    save_mel_png(folder / "long_audio_extend.png", mel[:, :show], pipe.audio_config, shade=[(join, show)],
+    save_mel_png(stem.with_name(stem.name + "_extend.png"), mel[:, :show], pipe.audio_config, shade=[(join, show)],
                  title=f"{name[:40]}{'' if label is None else f' (label {label})'}, then its extension (shaded)")
     f = loop_mel.shape[-1]
     both = torch.cat([loop_mel, loop_mel, plain_mel, plain_mel], -1)
-    save_mel_png(folder / "long_audio_loop.png", both, pipe.audio_config, shade=[(f, 2 * f), (3 * f, 4 * f)],
+    save_mel_png(stem.with_name(stem.name + "_loop.png"), both, pipe.audio_config, shade=[(f, 2 * f), (3 * f, 4 * f)],
                  title="loop x2 | control x2 (second pass shaded)")
 
 
 def markdown(rows: dict) -> str:
-    lines = ["| row | seam ratio median | worst | wrap click median | worst | NFE / clip | CPU s / clip |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| row | seam ratio median | worst | wrap click median | worst | RMS dBFS | NFE / clip | CPU s / clip |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         seam = r.get("loop_seam_ratio", r)
         click = r.get("wrap_click")
         c = f"{click['median']:.2f} | {click['worst']:.2f}" if click else "- | -"
         nfe = r.get("nfe_per_clip")
         secs = r.get("seconds_per_clip")
-        lines.append(f"| {name} | {seam['median']:.2f} | {seam['worst']:.2f} | {c} | {nfe if nfe else '-'} | "
+        level = r.get("new_audio_rms_db", r.get("rms_db"))
+        lines.append(f"| {name} | {seam['median']:.2f} | {seam['worst']:.2f} | {c} | "
+                     f"{'-' if level is None else f'{level:.1f}'} | {nfe if nfe else '-'} | "
                      f"{f'{secs:.1f}' if secs else '-'} |")
     return "\n".join(lines)
 
