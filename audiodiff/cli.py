@@ -36,9 +36,10 @@ def one_line(text) -> str:
 
 def run_face(prog: str, body: Callable[[], object], not_written: str = "") -> int:
     """Call body() (a face's work; it returns its exit status, or None for 0) and turn what a user can cause
-    into one line on stderr ("PROG: error: ...", as argparse words it): a UsageError exits 2; an InstallError (torch cannot load) and an OSError (a full
-    disk, a read-only folder, a port taken) exit 1; Ctrl-C exits 130. not_written ends the OSError and Ctrl-C
-    lines (e.g. "--out was not written": what the user is told of their output)."""
+    into one line on stderr ("PROG: error: ...", as argparse words it): a UsageError exits 2; an InstallError
+    (torch cannot load) and an OSError (a full disk, a read-only folder, a port taken) exit 1; Ctrl-C exits
+    130. not_written ends the OSError and Ctrl-C lines (e.g. "--out was not written": what the user is told
+    of their output)."""
     tail = f"; {not_written}" if not_written else ""
     try:
         status = body()

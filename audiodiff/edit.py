@@ -123,7 +123,8 @@ def _validate(args: argparse.Namespace) -> dict:
     if args.op == "interpolate":
         if len(args.inputs) != 2:
             raise UsageError(f"interpolate takes exactly two INPUT files (A and B), got {len(args.inputs)}")
-    if args.op in ("inpaint", "extend", "loop") and args.sampler == "dpmpp":
+    replaces = args.op in ("inpaint", "extend") or (args.op == "loop" and args.inputs)  # a loop from scratch does not
+    if replaces and args.sampler == "dpmpp":
         raise UsageError(f"--sampler dpmpp cannot {args.op} (a replacement breaks its multistep history); "
                          "use ddpm or ddim")
     for flag in ("refine", "resample", "jump"):

@@ -41,6 +41,7 @@ from .editing import EditingMixin
 from .hub import (ModelLoadError, build_net, check_request, hifigan_checkpoint, load_weights, match_weights,
                   read_model_config, save_model_dir)
 from .outputs import AudioOutput
+from .regions import loop_metrics
 from .runtime import pick_device
 from .vocoders import IncompatibleVocoderError, check_compatible, get_vocoder, vocoder_key
 
@@ -395,4 +396,5 @@ class AudioDiffusionPipeline(EditingMixin):
                            seeds=[seed + i for i in range(batch_size)], labels=labels,
                            mel=mel.cpu() if return_mel else None,
                            edit={"op": "loop" if loop else "generate", "frames": mel.shape[-1],
-                                 "window_frames": window, "nfe": nfe})
+                                 "window_frames": window, "nfe": nfe,
+                                 **({"metrics": loop_metrics(mel.cpu(), audio)} if loop else {})})

@@ -73,6 +73,7 @@ def test_inpaint_a_folder_skips_the_bad_file_and_writes_every_output(setup, caps
     (["vary", "CLIP", "--strength", "2"], "--strength 2"),
     (["inpaint", "CLIP", "--region", "a:b"], "--region"),
     (["inpaint", "CLIP", "--region", "0.1:0.2", "--sampler", "dpmpp"], "dpmpp"),
+    (["loop", "CLIP", "--sampler", "dpmpp"], "dpmpp"),
     (["inpaint", "CLIP", "--region", "0.1:0.2", "--bins", "x:y"], "--bins"),
     (["interpolate", "CLIP", "--alphas", "0,1"], "exactly two"),
     (["interpolate", "CLIP", "CLIP", "--alphas", "0,3"], "--alphas"),
@@ -116,6 +117,11 @@ def test_encode_then_decode_and_loops_from_the_command_line(setup, capsys):
                                         run, "--steps", "3", "--resample", "2", "--quiet"], capsys)
     assert rc == 0, stderr
     assert "loop_seam_ratio" in json.loads((made / "edits.jsonl").read_text())["metrics"]
+    fast = root / "loop_dpmpp"  # from scratch nothing is replaced, so the multistep solver may loop
+    rc, _, stderr = run_main(edit_cli, ["loop", "--seconds", "0.3", "--out", fast, "--model", run, "--steps", "3",
+                                        "--sampler", "dpmpp", "--quiet", "--label", "0"], capsys)
+    assert rc == 0, stderr
+    assert json.loads((fast / "edits.jsonl").read_text())["metrics"]["loop_seam_ratio"] > 0
 
 
 def test_generate_makes_long_clips_and_loops(setup, capsys):

@@ -16,7 +16,8 @@ from audiodiff.datasets import drums, notes
 from audiodiff.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ("notes", "notes_cpu", "notes_smoke", "drums", "drums_cpu", "drums_smoke", "drums_beats", "drums_beats_cpu")
+EXPERIMENTS = ("notes", "notes_cpu", "notes_smoke", "drums", "drums_cpu", "drums_smoke", "drums_beats",
+               "drums_beats_cpu")
 
 
 def tree(root):
