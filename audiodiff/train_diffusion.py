@@ -34,6 +34,7 @@ from .config import build, instantiate, model_config, to_plain
 from .data import MelDataset, batches, bin_statistics, make_loader
 from .diffusion import objectives
 from .diffusion.scaling import DataScaler
+from .hub import ModelLoadError, load_weights, match_weights, read_model_config
 from .manifest import check_prepared_audio
 from .optim import ema_copy, ema_update, optimizer_kwargs, warmup_cosine
 from .pages import mel_figure
@@ -76,10 +77,11 @@ def train_diffusion(cfg) -> dict:
     autocast = _autocast(t.precision, device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)  # noise, timesteps, label dropout
     step, position, skipped, state = _resume(ckpt_dir, world, main, net, ema, optimizer, scheduler, gen)
+    # per-bin statistics: a resumed run keeps its own, a fine-tuned one (train.init_from) its source's
+    saved = ((state or {}).get("config") or {}).get("diffusion") or {}
+    saved = init_weights(cfg, net, ema) if state is None and t.get("init_from") else saved
     if state is None and main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    # per-bin standardisation of the diffusion state (or None): a resumed run keeps its own statistics
-    saved = ((state or {}).get("config") or {}).get("diffusion") or {}
     scaler = data_scaler(cfg, dataset, saved if saved.get("data_mean") is not None else None)
     if scaler is not None:
         scaler.to(device)
@@ -275,6 +277,27 @@ def _model_and_optimizer(cfg, net: nn.Module, device: torch.device):
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio))
     return net, ema, optimizer, scheduler
+
+
+def init_weights(cfg, net: nn.Module, ema: nn.Module) -> dict:
+    """train.init_from: a new run (step 0, fresh optimizer and LR schedule) from the (EMA) weights of a run, a
+    checkpoint, a model directory or a bundled name, with its prediction and statistics (returns its diffusion)."""
+    source = cfg.train.init_from
+    try:
+        spec = read_model_config(source)
+        weights, path, _ = load_weights(spec)
+        match_weights(net, weights, path, spec.path / "config.yaml")
+    except ModelLoadError as e:
+        raise UsageError(f"train.init_from={source}: {one_line(e)}; pick a model of this net config") from None
+    if spec.prediction != cfg.diffusion.prediction:
+        raise UsageError(f"train.init_from={source} predicts {spec.prediction!r} but diffusion.prediction="
+                         f"{cfg.diffusion.prediction!r}; set diffusion.prediction={spec.prediction}")
+    if spec.config["diffusion"].get("data_mean") is not None and not cfg.diffusion.get("standardize", False):
+        raise UsageError(f"train.init_from={source} was trained on per-bin standardised mels; set "
+                         "diffusion.standardize=true")
+    ema.load_state_dict(net.state_dict())
+    log.info("starting from the weights of %s (%s)", source, path)
+    return dict(spec.config["diffusion"])
 
 
 def _autocast(precision: str, device: torch.device):

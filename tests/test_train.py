@@ -200,6 +200,42 @@ def test_statistics_reach_config_yaml_and_survive_a_resume(prepared, tmp_path):
                                        "diffusion.data_std=[1.0]")))
 
 
+def test_init_from_starts_a_new_run_from_another_models_weights(prepared, tmp_path):
+    """train.init_from: step 0 with a fresh optimizer, the source's EMA weights in both net and EMA, and its
+    per-bin statistics (even when this run's data would give others); a net that does not match, a
+    prediction that differs or a missing source is a one-line UsageError and writes no run."""
+    import yaml
+
+    from audiodiff.cli import UsageError
+    from audiodiff.pipeline import AudioDiffusionPipeline
+    from audiodiff.train import train
+
+    src = tmp_path / "src"
+    train(compose_config(overrides(prepared, src, "train.max_steps=5")))
+    model_dir = AudioDiffusionPipeline.from_pretrained(src, device="cpu").save_pretrained(tmp_path / "model")
+    source_ema = safe_load(list_checkpoints(src / "checkpoints")[-1])["ema"]
+    for origin in (src, model_dir):  # a run directory, a model directory
+        run = tmp_path / f"ft_{origin.name}"
+        other = [f"diffusion.data_mean=[{','.join(['0.0'] * 16)}]", f"diffusion.data_std=[{','.join(['1.0'] * 16)}]"]
+        summary = train(compose_config(overrides(prepared, run, "train.max_steps=1", f"train.init_from={origin}",
+                                                 "optim.optimizer.lr=0", *other)))
+        assert summary["step"] == 1
+        state = safe_load(list_checkpoints(run / "checkpoints")[-1])
+        assert state["step"] == 1 and state["scheduler"]["last_epoch"] == 1
+        for k, v in source_ema.items():  # lr 0: the weights are the source's EMA ones
+            assert torch.equal(state["model"][k], v), k
+        saved = yaml.safe_load((run / "config.yaml").read_text())["diffusion"]
+        assert saved["data_mean"] == yaml.safe_load((src / "config.yaml").read_text())["diffusion"]["data_mean"]
+    bad = [("net.base_channels=16", "do not match"), ("diffusion.prediction=eps", "diffusion.prediction=v"),
+           ("diffusion.standardize=false", "standardize=true")]
+    for extra, message in bad:
+        with pytest.raises(UsageError, match=message):
+            train(compose_config(overrides(prepared, tmp_path / "bad", f"train.init_from={src}", extra)))
+    with pytest.raises(UsageError, match="no such run"):
+        train(compose_config(overrides(prepared, tmp_path / "bad", f"train.init_from={tmp_path / 'nope'}")))
+    assert not (tmp_path / "bad").exists()
+
+
 def _final_weights(run_dir):
     state = safe_load(list_checkpoints(run_dir / "checkpoints")[-1])
     return state["step"], state["model"], state["ema"]
