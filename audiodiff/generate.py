@@ -31,6 +31,7 @@ from .atomic import replace_dir
 from .audio import save_audio
 from .cli import OneLineParser, UsageError, one_line, run_face
 from .bundled import CARD, bundled_names, bundled_path
+from .diffusion.guidance import check_eps_scaling
 from .hub import find_latest_run, read_model_config
 from .pages import html_page, save_mel_png
 from .pipeline import AudioDiffusionPipeline
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="guide only at noise levels sigma in (LO, HI], e.g. 2,inf (default: every step)")
+    p.add_argument("--eps-scaling", type=float, default=None, metavar="LAMBDA",
+                   help="divide the noise estimate by LAMBDA at every step (epsilon scaling; 1 = off; "
+                        "default: the model's diffusion.eps_scaling, else 1)")
     p.add_argument("--seconds", type=str, default=None,
                    help="clip length, any length: longer than the training segment is denoised in windows "
                         "(default: the training segment)")
@@ -156,6 +160,8 @@ def regenerate_command(model: Path, record: dict, device: str) -> str:
         parts += ["--guidance", repr(record["guidance"])]
     if record.get("guidance_interval") is not None:
         parts += ["--guidance-interval", ",".join(repr(v) for v in record["guidance_interval"])]
+    if record.get("eps_scaling", 1.0) != 1.0:
+        parts += ["--eps-scaling", repr(record["eps_scaling"])]
     if record["seconds"] is not None:
         parts += ["--seconds", repr(record["seconds"])]
     if record["eta"]:
@@ -177,6 +183,8 @@ def generate(args: argparse.Namespace) -> str:
     device = request["device"]
     try:
         pipe = AudioDiffusionPipeline.from_pretrained(model, device=device, vocoder=args.vocoder)
+        if args.eps_scaling is not None:
+            pipe.eps_scaling = args.eps_scaling
     except (ValueError, MissingPackageError, FileNotFoundError) as e:
         raise UsageError(one_line(e)) from None
     loaded = time.perf_counter()
@@ -257,6 +265,8 @@ def _validate(args: argparse.Namespace) -> tuple[Path, dict]:
     seconds = parse_seconds(args.seconds)
     check_out_dir(args.out, args.overwrite)
     try:
+        if args.eps_scaling is not None:
+            check_eps_scaling(args.eps_scaling)
         clip_labels = None if labels is None else [labels[i % len(labels)] for i in range(args.num)]
         interval = spec.check_request(batch_size=args.num, steps=args.steps, sampler=args.sampler, seed=args.seed,
                                       labels=clip_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta,
@@ -301,6 +311,7 @@ def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, requ
                 "seed": result.seeds[j], "label": None if batch_labels is None else batch_labels[j],
                 "guidance": float(args.guidance), "eta": float(args.eta), "seconds": request["seconds"],
                 "guidance_interval": None if interval is None else list(interval),
+                "eps_scaling": pipe.eps_scaling,
                 "duration": result.audio.shape[-1] / result.sample_rate, "num_frames": int(result.mel.shape[-1]),
                 "vocoder": request["vocoder"], "sample_rate": result.sample_rate, "device": device.type,
                 "loop": args.loop, "window_frames": args.window_frames, "stride_frames": args.stride_frames,
@@ -317,7 +328,8 @@ def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, requ
     header = {"model": str(model.resolve()), "checkpoint": str(Path(pipe.source).resolve()),
               "step": pipe.config.get("step"),
               "sampler": args.sampler, "steps": args.steps, "seeds": f"{args.seed} .. {args.seed + args.num - 1}",
-              "guidance": args.guidance, "vocoder": request["vocoder"], "sample rate": pipe.sample_rate,
+              "guidance": args.guidance, "eps scaling": pipe.eps_scaling, "vocoder": request["vocoder"],
+              "sample rate": pipe.sample_rate,
               "device": str(device), "audiodiff": __version__,
               "command": shlex.join(["python", "-m", "audiodiff.generate", *map(str, args.argv)])}
     write_index(folder / "index.html", records, header)
@@ -326,7 +338,8 @@ def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, requ
 
 def flag_names(message: str) -> str:
     """Pipeline messages name keyword arguments; on the command line say the flag."""
-    for kwarg, flag in (("guidance_interval=", "--guidance-interval "), ("guidance_scale=", "--guidance "),
+    for kwarg, flag in (("guidance_interval=", "--guidance-interval "), ("eps_scaling=", "--eps-scaling "),
+                        ("guidance_scale=", "--guidance "),
                         ("steps=", "--steps "), ("sampler=", "--sampler "), ("seconds=", "--seconds "),
                         ("eta=", "--eta "), ("seed=", "--seed "), ("batch_size=", "--num ")):
         message = message.replace(kwarg, flag)

@@ -32,7 +32,7 @@ import torch.nn as nn
 from . import fast
 from .audio import AudioConfig
 from .config import pipeline_model_config
-from .diffusion.guidance import clip_x0, make_eps_fn
+from .diffusion.guidance import check_eps_scaling, clip_x0, make_eps_fn, scale_eps
 from .diffusion.objectives import PREDICTIONS
 from .diffusion.editing import window_eps_fn, windows_per_step
 from .diffusion.samplers import get_sampler, per_sample_noise
@@ -77,6 +77,9 @@ class AudioDiffusionPipeline(EditingMixin):
     Attribute `fast` (default True) selects the fast path (audiodiff.fast): on CUDA, the denoiser
     step replayed from a cached CUDA graph; "compile" adds torch.compile; on the CPU, one thread for
     small nets. False gives the plain eager path. Samples agree to float rounding either way.
+
+    Attribute `eps_scaling` (lambda; default 1 = off, else the model config's diffusion.eps_scaling):
+    every sampling step divides the noise estimate by it (guidance.scale_eps, after guidance).
     """
 
     path: Path  # set by from_pretrained only: the model's folder and the weights file
@@ -100,8 +103,7 @@ class AudioDiffusionPipeline(EditingMixin):
         self.config = pipeline_model_config(net, schedule, prediction, audio_config, self.num_classes, config,
                                             segment_frames)
         self.segment_frames = int(self.config["segment_frames"])
-        # Per-bin standardisation the net was trained in (audiodiff.diffusion.scaling); None = identity.
-        self.scaler = DataScaler.from_config(self.config.get("diffusion"), audio_config.n_mels)
+        self.scaler = DataScaler.from_config(self.config.get("diffusion"), audio_config.n_mels)  # None: identity
         self.vocoder: Any = None  # a Vocoder module or any callable mel -> waveform; set just below
         self.vocoder_name: str | None = None
         self.set_vocoder("griffinlim" if vocoder is None else vocoder)
@@ -116,10 +118,7 @@ class AudioDiffusionPipeline(EditingMixin):
         if isinstance(vocoder, (str, os.PathLike)):
             name = str(vocoder)
             key = vocoder_key(name)
-            if key == "griffinlim":
-                # Zero phase, not random phase: the same seed must give the same bytes, and the global
-                # RNG is no per-sample generator. Quality is the same (MR-STFT distance to the original
-                # on a 1 s chirp with noise: 2.95 from zero phase, 2.99 from random phase).
+            if key == "griffinlim":  # zero phase: same seed, same bytes (MR-STFT to a noisy chirp 2.95, random 2.99)
                 vocoder = get_vocoder("griffinlim", self.audio_config, rand_init=False)
             elif key == "hifigan" or not Path(name).exists():
                 vocoder = get_vocoder(name, self.audio_config)
@@ -148,10 +147,7 @@ class AudioDiffusionPipeline(EditingMixin):
         net, schedule = build_net(spec)
         weights, source, step = load_weights(spec)
         match_weights(net, weights, source, spec.path / "config.yaml")
-        config = dict(spec.config)
-        config["source"] = str(source)
-        if step is not None:
-            config["step"] = int(step)
+        config = {**spec.config, "source": str(source), **({} if step is None else {"step": int(step)})}
         try:
             pipe = cls(net, schedule, spec.audio_config, prediction=spec.prediction, num_classes=spec.num_classes,
                        vocoder=vocoder, config=config)
@@ -161,14 +157,12 @@ class AudioDiffusionPipeline(EditingMixin):
         pipe.source = source
         return pipe.to(pick_device(device))
 
-    # ---- saving
+    # ---- saving, device
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write `path/config.yaml` + `path/model.safetensors` atomically (a temporary folder beside `path`,
         then a rename). An existing model directory is replaced; any other non-empty folder is refused."""
         return save_model_dir(path, self.config, self.net.state_dict())
-
-    # ---- device
 
     def to(self, device) -> "AudioDiffusionPipeline":
         """Move the net, the schedule tables and the vocoder to `device` (in place; returns self)."""
@@ -186,24 +180,29 @@ class AudioDiffusionPipeline(EditingMixin):
         return p.device if p is not None else torch.device("cpu")
 
     @property
+    def eps_scaling(self) -> float:
+        return float(self.config["diffusion"].get("eps_scaling", 1.0))
+
+    @eps_scaling.setter
+    def eps_scaling(self, value) -> None:  # kept in config, so save_pretrained writes it
+        self.config["diffusion"]["eps_scaling"] = check_eps_scaling(value)
+
+    @property
     def sample_rate(self) -> int:
         return self.audio_config.sample_rate
 
     def __repr__(self) -> str:
-        n = sum(p.numel() for p in self.net.parameters())
-        return (f"AudioDiffusionPipeline(net={type(self.net).__name__} {n:,} params, {self.schedule!r}, "
+        return (f"AudioDiffusionPipeline(net={type(self.net).__name__} "
+                f"{sum(p.numel() for p in self.net.parameters()):,} params, {self.schedule!r}, "
                 f"prediction={self.prediction!r}, num_classes={self.num_classes}, vocoder={self.vocoder_name!r}, "
                 f"{self.sample_rate} Hz x {self.audio_config.n_mels} mels, device={self.device})")
 
     # ---- sampling
 
-    def check_request(self, **kwargs) -> dict:
-        """Validate sampling arguments (see module-level check_request)."""
-        return check_request(self.num_classes, self.schedule.num_steps, self.audio_config, self.segment_frames,
-                             **kwargs)
+    def check_request(self, **kw) -> dict:  # validate sampling arguments (hub.check_request)
+        return check_request(self.num_classes, self.schedule.num_steps, self.audio_config, self.segment_frames, **kw)
 
-    def data_range(self) -> tuple[float, float]:
-        """The range normalised mels lie in: [-1, 1] for minmax, [log(log_floor), log_max] for none."""
+    def data_range(self) -> tuple[float, float]:  # normalised mels: [-1, 1] minmax, [log floor, log max] none
         return self.audio_config.data_range
 
     # ---- the pieces of sampling (shared with the edits in audiodiff.editing)
@@ -253,6 +252,7 @@ class AudioDiffusionPipeline(EditingMixin):
             if windowed:
                 assert x_T is not None and window is not None
                 eps_fn = window_eps_fn(eps_fn, x_T.shape[-1], window, stride, circular=circular)
+        eps_fn = scale_eps(eps_fn, self.eps_scaling)
         if clip:
             low: float | torch.Tensor
             high: float | torch.Tensor
@@ -331,9 +331,8 @@ class AudioDiffusionPipeline(EditingMixin):
 
     def loop_frames(self, seconds: float | None) -> int:
         """Frames of a loop `seconds` long (default: the training segment): its period is frames x hop samples."""
-        if seconds is None:
-            return self.segment_frames
-        return max(2, round(float(seconds) * self.sample_rate / self.audio_config.hop_length))
+        hop = self.audio_config.hop_length
+        return self.segment_frames if seconds is None else max(2, round(float(seconds) * self.sample_rate / hop))
 
     @torch.inference_mode()
     def vocode(self, mel: torch.Tensor, seed: int | None = None) -> torch.Tensor:

@@ -60,7 +60,8 @@ COLUMNS = (("FID", "FID", True, ".3f"), ("IS", "IS", False, ".3f"), ("mIS", "mIS
            ("peak_db", "peak dBFS", None, ".1f"), ("rms_db", "RMS dBFS", None, ".1f"),
            ("judge_accuracy", "judge", False, "%"))
 SETTING_KEYS = ("model", "checkpoint", "step", "classifier", "reference", "test", "guidance", "guidance_interval",
-                "seed")
+                "seed", "eps_scaling")
+SETTING_DEFAULTS = {"eps_scaling": 1.0}  # for JSON files written before the key existed
 
 
 class TableError(Exception):
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_GUIDANCE:g})")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="guide only at noise levels sigma in (LO, HI], e.g. 2,inf (default: every step)")
+    p.add_argument("--eps-scaling", type=float, default=None, metavar="LAMBDA",
+                   help="divide the noise estimate by LAMBDA at every step (default: the model's, else 1 = off)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0, help="clip i of a row uses seed + i; also the NDB K-means")
@@ -224,6 +227,7 @@ def load_state(path: Path | None, settings: dict, restart: bool) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TableError(f"--json {path} is not a digits table (no format {FORMAT!r}); choose another file")
     old = state.get("settings", {})
+    old = {**SETTING_DEFAULTS, **old}
     diff = [f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in SETTING_KEYS if old.get(k) != settings[k]]
     if diff:
         raise TableError(f"--json {path} holds rows measured with other settings ({'; '.join(diff)}); "
@@ -257,7 +261,9 @@ def format_markdown(state: dict, order: list[str] | None = None) -> str:
     s, run = state["settings"], (state["runs"][-1] if state["runs"] else {})
     interval = s.get("guidance_interval")
     within = "" if not interval else f" for sigma in ({interval[0]:g}, {interval[1]:g}]"
-    lines = [f"### Digits: {s['model']} (step {s['step']}), guidance {s['guidance']:g}{within}", ""]
+    lam = s.get("eps_scaling", 1.0)
+    scaling = "" if lam == 1.0 else f", epsilon scaling {lam:g}"
+    lines = [f"### Digits: {s['model']} (step {s['step']}), guidance {s['guidance']:g}{within}{scaling}", ""]
     hardware_seen = sorted({r.get("hardware") for r in state["rows"].values() if r.get("hardware")})
     lines += [f"- hardware: {run.get('hardware', '?')}",
               f"- date: {run.get('date', '?')}; torch {run.get('torch', '?')}, audiodiff {run.get('audiodiff', '?')}, "
@@ -336,6 +342,10 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
         pipe = AudioDiffusionPipeline.from_pretrained(args.model, device=device, vocoder="griffinlim")
     except (ModelLoadError, FileNotFoundError, ValueError, ImportError) as e:
         raise TableError(str(e).splitlines()[0] if str(e) else f"cannot load model {args.model}") from None
+    try:
+        pipe.eps_scaling = pipe.eps_scaling if args.eps_scaling is None else args.eps_scaling
+    except ValueError as e:
+        raise TableError(str(e).replace("eps_scaling=", "--eps-scaling ")) from None
     classifier, info = load_classifier(args.classifier, device)
     judge = load_classifier(args.judge, device) if args.judge is not None else None
 
@@ -380,7 +390,7 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
                 "step": pipe.config.get("step"), "classifier": _rel(info["path"]),
                 "reference": _rel(args.reference), "test": _rel(args.test),
                 "guidance": float(guidance), "guidance_interval": None if interval is None else list(interval),
-                "seed": int(args.seed)}
+                "seed": int(args.seed), "eps_scaling": pipe.eps_scaling}
     state = load_state(args.json, settings, args.restart)
     state["model_info"] = {"params": sum(p.numel() for p in pipe.net.parameters()), "num_classes": num_classes,
                            "net": type(pipe.net).__name__, "segment_frames": pipe.segment_frames,

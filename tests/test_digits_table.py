@@ -183,6 +183,18 @@ def test_guidance_interval_reaches_every_sampler_call(run_dir, tones, tmp_path, 
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "guidance_interval" in err and seen == []
 
+    # epsilon scaling: in the settings (a file from before the key reads as 1) and the heading; another value
+    # against the same file is refused
+    assert state["settings"]["eps_scaling"] == 1.0
+    del state["settings"]["eps_scaling"]
+    (tmp_path / "table.json").write_text(json.dumps(state))
+    assert dt.main(argv + ["--guidance-interval", "2,inf"]) == 0 and seen == []
+    capsys.readouterr()
+    assert dt.main(argv + ["--guidance-interval", "2,inf", "--eps-scaling", "0.9"]) == 2
+    assert "eps_scaling 1.0 -> 0.9" in capsys.readouterr().err
+    assert dt.main(argv + ["--guidance-interval", "2,inf", "--eps-scaling", "0.9", "--restart"]) == 0
+    assert "epsilon scaling 0.9" in capsys.readouterr().out and len(seen) == 2
+
 
 @pytest.mark.parametrize("bad, message", [
     (["--rows", "euler:10"], "SAMPLER:STEPS"),
@@ -191,6 +203,7 @@ def test_guidance_interval_reaches_every_sampler_call(run_dir, tones, tmp_path, 
     (["--vocoders", "wavenet"], "not known"),
     (["--finetuned", "/nonexistent/vocoder"], "does not exist"),
     (["--guidance-interval", "3,1"], "--guidance-interval 3,1: guidance_interval=(3, 1) must have"),
+    (["--eps-scaling", "5"], "--eps-scaling 5.0 must be a number from 0.5 to 2"),
 ])
 def test_bad_arguments_are_one_line(bad, message, run_dir, tones, tmp_path, capsys):  # noqa: F811
     assert dt.main(args_for(run_dir, tones, tmp_path) + bad) == 2

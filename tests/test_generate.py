@@ -121,6 +121,7 @@ def test_overwrite_only_replaces_generate_output(tmp_path, uncond_run, capsys):
     (["--eta", "0.5"], "ddim"),
     (["--guidance-interval", "5,1"], "--guidance-interval (5, 1) must have 0 <= sigma_low < sigma_high"),
     (["--guidance-interval", "2"], "--guidance-interval '2' must be two numbers"),
+    (["--eps-scaling", "0"], "--eps-scaling 0.0 must be a number from 0.5 to 2"),
 ])
 def test_bad_arguments_exit_2_and_write_nothing(tmp_path, uncond_run, capsys, args, expect):
     out = tmp_path / "clips"
@@ -147,6 +148,29 @@ def test_guidance_interval_is_recorded_and_regenerates(tmp_path, cond_run):
     a, _ = sf.read(out / "clip_0001.wav")
     b, _ = sf.read(again / "clip_0000.wav")
     c, _ = sf.read(plain / "clip_0001.wav")
+    spec = lambda x: np.abs(np.fft.rfft(x.reshape(-1, 256), axis=1))  # noqa: E731
+    assert np.abs(spec(a) - spec(b)).mean() < 0.05 * np.abs(spec(a) - spec(c)).mean()
+
+
+def test_eps_scaling_is_recorded_and_regenerates(tmp_path, cond_run):
+    """--eps-scaling reaches the sampler (other audio than without it), is recorded in clips.jsonl and
+    index.html, and the record's command makes the same clip again."""
+    out, plain = tmp_path / "clips", tmp_path / "plain"
+    common = ["--model", str(cond_run), "--num", "2", "--label", "1", *FAST]
+    assert main(["--out", str(out), "--eps-scaling", "0.9", *common]) == 0
+    assert main(["--out", str(plain), *common]) == 0
+    rec = records(out)[1]
+    assert rec["eps_scaling"] == 0.9 and "--eps-scaling 0.9" in rec["command"]
+    assert records(plain)[1]["eps_scaling"] == 1.0 and "--eps-scaling" not in records(plain)[1]["command"]
+    assert "eps scaling" in (out / "index.html").read_text()
+    again = tmp_path / "again"
+    args = shlex.split(rec["command"])[3:]
+    args[args.index("--out") + 1] = str(again)
+    assert main(args + ["--quiet"]) == 0
+    a, _ = sf.read(out / "clip_0001.wav")
+    b, _ = sf.read(again / "clip_0000.wav")
+    c, _ = sf.read(plain / "clip_0001.wav")
+    assert np.abs(a - c).max() > 1e-3
     spec = lambda x: np.abs(np.fft.rfft(x.reshape(-1, 256), axis=1))  # noqa: E731
     assert np.abs(spec(a) - spec(b)).mean() < 0.05 * np.abs(spec(a) - spec(c)).mean()
 

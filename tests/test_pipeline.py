@@ -379,6 +379,29 @@ def test_guidance_interval_in_the_pipeline(cond_pipe):
     assert "guidance_interval=(5, 1)" in one_line(e)
 
 
+def test_eps_scaling_divides_the_noise_estimate_and_is_saved(cond_pipe, tmp_path):
+    """pipe.eps_scaling (epsilon scaling): 1 is the plain sampler bit for bit; lambda < 1 takes more noise away
+    at each step (a quieter, lower-variance mel here); the value lives in config.yaml, so a saved model
+    samples with it; a bad value is a one-line ValueError naming it."""
+    kw = dict(batch_size=2, steps=4, seed=0, labels=[0, 1], guidance_scale=2.0, progress=False, return_mel=True)
+    assert cond_pipe.eps_scaling == 1.0
+    plain = cond_pipe(**kw)
+    try:
+        cond_pipe.eps_scaling = 1.0
+        assert torch.equal(cond_pipe(**kw).mel, plain.mel)
+        cond_pipe.eps_scaling = 0.8
+        scaled = cond_pipe(**kw)
+        assert not torch.allclose(scaled.mel, plain.mel, atol=1e-4)
+        loaded = AudioDiffusionPipeline.from_pretrained(cond_pipe.save_pretrained(tmp_path / "m"), device="cpu")
+        assert loaded.eps_scaling == 0.8 and torch.equal(loaded(**kw).mel, scaled.mel)
+        for bad in (0, -1, float("nan"), "x", True, 3.0):
+            with pytest.raises(ValueError) as e:
+                cond_pipe.eps_scaling = bad
+            assert f"eps_scaling={bad!r}" in one_line(e)
+    finally:
+        cond_pipe.eps_scaling = 1.0
+
+
 # --------------------------------------------------------------------------- vocoders
 
 def test_vocoder_audio_config_mismatch_names_both_values(pipe):
