@@ -8,7 +8,8 @@ Per set (real test mels, generated mels with guidance 3 in (2, inf], DPM-Solver+
 share of clips over full scale, mean peak and RMS in dBFS (audio.loudness), and mel(audio) - mel on all
 cells, on low cells (< -0.7) and on high cells (> 0.3); per set, the energy of the pseudo-inverse
 magnitude in dB and the mean per-clip mel maximum. --nnls also runs Griffin-Lim from a non-negative
-least-squares magnitude (multiplicative updates) instead of the clamped pseudo-inverse.
+least-squares magnitude (multiplicative updates) instead of the clamped pseudo-inverse. --eps-scaling
+samples with another epsilon-scaling lambda than the model's.
 """
 from __future__ import annotations
 
@@ -42,9 +43,12 @@ def main(argv=None) -> int:
     p.add_argument("--test", required=True, type=Path)
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--nnls", action="store_true")
+    p.add_argument("--eps-scaling", type=float, default=None, help="epsilon scaling lambda (default: the model's)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     pipe = AudioDiffusionPipeline.from_pretrained(args.model, device="cpu")
+    if args.eps_scaling is not None:
+        pipe.eps_scaling = args.eps_scaling
     frames, silence = pipe.segment_frames, pipe.audio_config.silence
     test = read_prepared_split(args.test, "test", pipe.audio_config)
     real = torch.stack([torch.nn.functional.pad(m, (0, max(0, frames - m.shape[-1])), value=silence)[:, :frames]

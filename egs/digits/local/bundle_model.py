@@ -77,6 +77,8 @@ def main() -> int:
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--guidance-interval", default="2,inf")
     p.add_argument("--vocoder", default="griffinlim")
+    p.add_argument("--eps-scaling", type=float, default=1.0,
+                   help="epsilon scaling lambda (the model config's diffusion.eps_scaling; 1 = off)")
     p.add_argument("--notes", default="", help="a paragraph for the card (what is not good yet)")
     p.add_argument("--judge", default="", help="the stricter judge of the table's judge column, in words")
     p.add_argument("--data", default="`python -m audiodiff.datasets.digits --per-digit 1000 --seed 0` (10,000 clips; "
@@ -86,6 +88,7 @@ def main() -> int:
     args = p.parse_args()
 
     pipe = AudioDiffusionPipeline.from_pretrained(args.run, device="cpu")
+    pipe.eps_scaling = args.eps_scaling
     config = {k: v for k, v in pipe.config.items() if k not in ("source",)}
     low, high = (float(v) for v in args.guidance_interval.split(","))
     config["generate"] = {"num": 10, "labels": list(range(10)), "sampler": args.sampler, "steps": args.steps,
@@ -99,12 +102,21 @@ def main() -> int:
     (tmp / "model").rmdir()
     copy_classifier(args.classifier, tmp / "classifier.pt")
     tables = [json.loads(t.read_text()) for t in args.table]
+    for t, table_file in zip(tables, args.table):
+        measured = t["settings"].get("eps_scaling", 1.0)
+        if measured != args.eps_scaling:
+            sys.exit(f"bundle_model: {table_file} was measured with eps_scaling {measured:g}, not --eps-scaling "
+                     f"{args.eps_scaling:g}; bundle the settings the card shows")
     state = {**tables[0], "rows": {f"{k} (N = {r['num']})": r for t in tables for k, r in t["rows"].items()}}
     commands = "; ".join(f"`{t['runs'][-1]['command']}`" for t in tables if t.get("runs"))
     digest = file_sha256(tmp / "model.safetensors")
     params = sum(v.numel() for v in weights.values())
     last = state["runs"][-1] if state.get("runs") else {}
     size = sum(f.stat().st_size for f in tmp.iterdir()) / 1e6
+    scaling = "" if args.eps_scaling == 1.0 else (
+        f"; epsilon scaling {args.eps_scaling:g} (config.yaml `diffusion.eps_scaling`: the noise estimate is "
+        "divided by it at every step, Ning et al. 2024; every use of the model applies it, "
+        "`--eps-scaling 1` turns it off)")
     card = f"""# The bundled digits model
 
 A class-conditional mel diffusion model of the ten spoken digits "zero" to "nine", trained by this
@@ -121,7 +133,7 @@ loads it by name.
 - data: {args.data}, mels by `audiodiff.prepare`
 - generation settings (config.yaml `generate:`, used for every flag not given): {args.sampler}
   {args.steps} steps, classifier-free guidance {args.guidance:g} for noise levels sigma in ({low:g}, {high:g}],
-  vocoder {args.vocoder}
+  vocoder {args.vocoder}{scaling}
 
 ## Metrics
 
