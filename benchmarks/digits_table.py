@@ -275,7 +275,8 @@ def format_markdown(state: dict, order: list[str] | None = None) -> str:
               f"- clips: N per row as shown, balanced requested labels (clip i: digit i % K, seed {s['seed']} + i); "
               "FID, AM and NDB/K against the train split; accuracy: classifier vs the requested digit; "
               "RTF: audio seconds / wall seconds of sampling + vocoding; loudness (share of clips over full scale, "
-              "mean per-clip peak and RMS) of the vocoded clips before any scaling, the test row of the real files"]
+              "mean per-clip peak and RMS) of the vocoded clips before any scaling, the test row of the real files, "
+              "the rows \"through\" a vocoder of the test split's mels vocoded the same way (loudness only)"]
     if len(hardware_seen) > 1:
         lines.append(f"- rows were measured on {len(hardware_seen)} machines (see the JSON): "
                      + "; ".join(hardware_seen))
@@ -287,6 +288,9 @@ def format_markdown(state: dict, order: list[str] | None = None) -> str:
         if r is not None:
             lines.append(f"| {label} | - | - | {r['num']} | "
                          + " | ".join(_cell(r.get(k), f) for k, _, _, f in COLUMNS) + " |")
+    for vocoder, r in state["reference_rows"].get("test_vocoded", {}).items():
+        lines.append(f"| test split (real) through {VOCODER_NAMES.get(vocoder, vocoder)} | - | - | {r['num']} | "
+                     + " | ".join(_cell(r.get(k), f) for k, _, _, f in COLUMNS) + " |")
     keys = [k for k in (order or []) if k in state["rows"]] + [k for k in state["rows"] if k not in (order or [])]
     for key in keys:
         r = state["rows"][key]
@@ -433,6 +437,23 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
         test_row.update(loudness(load_audio(e["path"]) for e in entries))
         save_state(args.json, state)
     mel_spec = MelSpec(config).to(device)
+    vocoded_test = state["reference_rows"].setdefault("test_vocoded", {})
+    if any(v not in vocoded_test for v, _ in vocoders):  # the vocoder's own share of the level, on real mels
+        model_mel = MelSpec(pipe.audio_config)  # the real files analysed as the model's mels are
+        entries, _ = read_prepared(args.test)
+        real_mels = [model_mel(load_audio(e["path"], pipe.sample_rate)[None])[0] for e in entries]
+        for vocoder, _ in vocoders:
+            if vocoder not in vocoded_test:
+                pipe.set_vocoder(vocoder_modules[vocoder])
+                _log(f"the test split's files as mels through {vocoder} ({len(real_mels)} clips)")
+                waves = []
+                for start in range(0, len(real_mels), args.batch_size):  # equal lengths batch together
+                    chunk = real_mels[start:start + args.batch_size]
+                    same = all(m.shape == chunk[0].shape for m in chunk)
+                    for i, mel in enumerate([torch.stack(chunk)] if same else [m[None] for m in chunk]):
+                        waves.extend(pipe.vocode(mel.to(device), seed=args.seed + start + i))  # [b, T]
+                vocoded_test[vocoder] = {"num": len(waves), **loudness(waves)}
+                save_state(args.json, state)
     warm = set()
     for sampler, steps in rows:
         n = num_for.get((sampler, steps), args.num)

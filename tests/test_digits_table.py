@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from test_evaluate import tones  # noqa: F401  (fixture: tone splits + a 3-class classifier trained on them)
 from test_pipeline import make_run
 
-from audiodiff.audio import load_audio
+from audiodiff.audio import MelSpec, load_audio, loudness
 from audiodiff.evaluate import score_sets
 from audiodiff.manifest import read_prepared
 from audiodiff.clipsets import read_prepared_split
@@ -74,17 +74,26 @@ def test_table_rows_metrics_and_resume(run_dir, tones, tmp_path, sample_calls, c
     assert list(rows) == ["dpmpp:3/griffinlim", "ddim:2/griffinlim"]
     assert rows["dpmpp:3/griffinlim"]["num"] == 8 and rows["ddim:2/griffinlim"]["num"] == 6  # --num-for
     assert state["settings"]["guidance"] == 1.5  # the run's recipe.guidance
-    assert set(state["reference_rows"]) == {"train", "test"}
+    assert set(state["reference_rows"]) == {"train", "test", "test_vocoded"}
     assert state["reference_rows"]["train"]["num"] == 24 and state["reference_rows"]["test"]["num"] == 9
-    for name, row in [*rows.items(), *state["reference_rows"].items()]:
+    for name, row in [*rows.items(), *((k, state["reference_rows"][k]) for k in ("train", "test"))]:
         for metric in ("FID", "IS", "mIS", "AM", "NDB/K", "accuracy"):
             assert row[metric] is not None and math.isfinite(row[metric]), (name, metric)
         assert 1.0 - 1e-9 <= row["IS"] <= 3.0 + 1e-9 and 0.0 <= row["accuracy"] <= 1.0, name
         assert 0.0 <= row["NDB/K"] <= 1.0 and row["FID"] >= 0.0
     for name, row in [*rows.items(), ("test", state["reference_rows"]["test"])]:
         assert row["judge_accuracy"] == pytest.approx(row["accuracy"]), name
-    for name, row in [*rows.items(), ("test", state["reference_rows"]["test"])]:  # loudness before any scaling
-        assert 0.0 <= row["over_full_scale"] <= 1.0 and row["rms_db"] < row["peak_db"], name
+    vocoded = state["reference_rows"]["test_vocoded"]  # the real test mels through the table's vocoder
+    assert list(vocoded) == ["griffinlim"] and vocoded["griffinlim"]["num"] == 9
+    for name, row in [*rows.items(), ("test", state["reference_rows"]["test"]), ("vocoded", vocoded["griffinlim"])]:
+        assert 0.0 <= row["over_full_scale"] <= 1.0 and row["rms_db"] < row["peak_db"], name  # before any scaling
+    pipe = AudioDiffusionPipeline.from_pretrained(run_dir, device="cpu", vocoder="griffinlim")
+    test_mels = [MelSpec(pipe.audio_config)(w[None])[0] for w in  # the files as the model's mels (22,050 Hz)
+                 (load_audio(e["path"], pipe.sample_rate) for e in read_prepared(tones["dirs"]["test"])[0])]
+    assert len({m.shape for m in test_mels}) == 1  # so the table vocodes them in batches of --batch-size 4
+    expected = loudness(w for start in range(0, 9, 4) for w in pipe.vocode(torch.stack(test_mels[start:start + 4]),
+                                                                         seed=start))
+    assert vocoded["griffinlim"] == {"num": 9, **expected}
     entries, _ = read_prepared(tones["dirs"]["test"])
     real = [load_audio(e["path"]) for e in entries]
     assert state["reference_rows"]["test"]["peak_db"] == pytest.approx(
@@ -110,8 +119,8 @@ def test_table_rows_metrics_and_resume(run_dir, tones, tmp_path, sample_calls, c
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| sampler | steps | vocoder | N | FID") and "RTF" in table[0]
     assert [line.split("|")[1].strip() for line in table[1:]] == [
-        "train split (real)", "test split (real)", "DPM-Solver++(2M)", "DDIM"]
-    assert table[3].split("|")[2].strip() == "3" and table[4].split("|")[4].strip() == "6"
+        "train split (real)", "test split (real)", "test split (real) through Griffin-Lim", "DPM-Solver++(2M)", "DDIM"]
+    assert table[4].split("|")[2].strip() == "3" and table[5].split("|")[4].strip() == "6"
     assert f"torch {torch.__version__}" in md and "--num-for ddim:2=6" in md and "hardware:" in md
 
     # a re-run with the same settings samples nothing and keeps every measured number
@@ -149,7 +158,8 @@ def test_stopped_run_keeps_finished_rows(run_dir, tones, tmp_path, monkeypatch, 
     assert dt.main(argv) == 130
     assert "re-run the same command" in capsys.readouterr().err
     saved = json.loads((tmp_path / "table.json").read_text())
-    assert list(saved["rows"]) == ["dpmpp:3/griffinlim"] and set(saved["reference_rows"]) == {"train", "test"}
+    assert list(saved["rows"]) == ["dpmpp:3/griffinlim"]
+    assert set(saved["reference_rows"]) == {"train", "test", "test_vocoded"}
 
     monkeypatch.setattr(AudioDiffusionPipeline, "sample_mel", original)
     assert dt.main(argv) == 0
