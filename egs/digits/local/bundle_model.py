@@ -48,6 +48,10 @@ def table(state: dict) -> str:
         if r:
             lines.append(f"| {name} split (real) | {r['num']} | " + " | ".join(cell(r.get(k), f) for k, _, f in COLUMNS)
                          + " |")
+    names = {"griffinlim": "Griffin-Lim", "hifigan": "HiFi-GAN"}
+    for vocoder, r in state["reference_rows"].get("test_vocoded", {}).items():
+        lines.append(f"| test split (real) through {names.get(vocoder, vocoder)} | {r['num']} | "
+                     + " | ".join(cell(r.get(k), f) for k, _, f in COLUMNS) + " |")
     for key, r in state["rows"].items():
         lines.append(f"| generated: {key} | {r['num']} | " + " | ".join(cell(r.get(k), f) for k, _, f in COLUMNS)
                      + " |")
@@ -107,7 +111,17 @@ def main() -> int:
         if measured != args.eps_scaling:
             sys.exit(f"bundle_model: {table_file} was measured with eps_scaling {measured:g}, not --eps-scaling "
                      f"{args.eps_scaling:g}; bundle the settings the card shows")
-    state = {**tables[0], "rows": {f"{k} (N = {r['num']})": r for t in tables for k, r in t["rows"].items()}}
+        if t["settings"]["guidance"] != args.guidance or t["settings"].get("guidance_interval") != [low, high]:
+            sys.exit(f"bundle_model: {table_file} was measured with guidance {t['settings']['guidance']:g} in "
+                     f"{t['settings'].get('guidance_interval')}, not --guidance {args.guidance:g} "
+                     f"in [{low:g}, {high:g}]")
+        for r in t["rows"].values():
+            if (r["sampler"], r["steps"]) != (args.sampler, args.steps):
+                sys.exit(f"bundle_model: {table_file} has a {r['sampler']}:{r['steps']} row, not --sampler "
+                         f"{args.sampler} --steps {args.steps}; bundle the settings the card shows")
+    vocoded = {v: r for t in tables for v, r in t["reference_rows"].get("test_vocoded", {}).items()}
+    state = {**tables[0], "reference_rows": {**tables[0]["reference_rows"], "test_vocoded": vocoded},
+             "rows": {f"{k} (N = {r['num']})": r for t in tables for k, r in t["rows"].items()}}
     commands = "; ".join(f"`{t['runs'][-1]['command']}`" for t in tables if t.get("runs"))
     digest = file_sha256(tmp / "model.safetensors")
     params = sum(v.numel() for v in weights.values())
@@ -138,8 +152,9 @@ loads it by name.
 ## Metrics
 
 The SC09 protocol of egs/digits (benchmarks/digits_table.py; clip i asks for digit i % 10; FID and
-NDB/K against the train split's classifier features; loudness before any scaling, the real rows of the
-files themselves). Commands, from egs/digits: {commands} ({last.get('hardware', '?')},
+NDB/K against the train split's classifier features; loudness before any scaling: the test split's row of
+the files themselves, its rows "through" a vocoder of the same files as mels through that vocoder).
+Commands, from egs/digits: {commands} ({last.get('hardware', '?')},
 {last.get('date', '?')}). The stricter judge: {args.judge or '-'}
 
 {table(state)}
