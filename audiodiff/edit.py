@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .atomic import file_sha256, replace_dir
 from .audio import save_audio
+from .diffusion.guidance import check_eps_scaling
 from .cli import OneLineParser, UsageError, one_line, run_face
 from .generate import FORMATS, SAMPLER_CHOICES, check_out_dir, flag_names, parse_labels, resolve_model
 from .hub import read_model_config
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--label", action="append", default=None, metavar="L", help="class label(s), cycled")
         q.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
         q.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="guide only for sigma in (LO, HI]")
+        q.add_argument("--eps-scaling", type=float, default=None, metavar="LAMBDA",
+                       help="divide the noise estimate by LAMBDA (default: the model's; decode: the encode's)")
         q.add_argument("--vocoder", default="griffinlim", help="griffinlim, hifigan or a fine-tuned generator.pt")
         q.add_argument("--device", default="auto")
         q.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
@@ -144,6 +147,11 @@ def _validate(args: argparse.Namespace) -> dict:
     except ValueError as e:
         raise UsageError(flag_names(str(e))) from None
     try:
+        if args.eps_scaling is not None:
+            check_eps_scaling(args.eps_scaling)
+    except ValueError as e:
+        raise UsageError(flag_names(str(e))) from None
+    try:
         plan["device"] = pick_device(args.device)
     except ValueError as e:
         raise UsageError(str(e).replace("device=", "--device ")) from None
@@ -191,6 +199,8 @@ def run_one(pipe, args: argparse.Namespace, plan: dict, source, seed: int, label
         enc = EncodeOutput(noise=load_file(str(source))["noise"], roundtrip_error=[meta["roundtrip_error"]],
                            steps=meta["steps"], labels=meta["labels"], guidance_scale=meta["guidance_scale"],
                            guidance_interval=meta["guidance_interval"], refine=meta["refine"])
+        if args.eps_scaling is None:  # decode with the lambda the noise was encoded with (older files: the model's)
+            pipe.eps_scaling = meta.get("eps_scaling", plan["eps_scaling"])
         return pipe.decode(enc, seed=seed, precision=args.precision, progress=not args.quiet)
     raise AssertionError(args.op)
 
@@ -238,13 +248,13 @@ def _write_edit(folder: Path, pipe, args, index: int, out, source_audio, spans) 
     return fields
 
 
-def _save_noise(folder: Path, index: int, enc, model: Path) -> dict:
+def _save_noise(folder: Path, index: int, enc, model: Path, eps_scaling: float) -> dict:
     from safetensors.torch import save_file
 
     name = f"noise_{index:04d}.safetensors"
     meta = {"steps": enc.steps, "labels": enc.labels, "guidance_scale": enc.guidance_scale,
             "guidance_interval": enc.guidance_interval, "refine": enc.refine,
-            "roundtrip_error": enc.roundtrip_error[0], "model": str(model)}
+            "roundtrip_error": enc.roundtrip_error[0], "model": str(model), "eps_scaling": eps_scaling}
     save_file({"noise": enc.noise[:1].contiguous()}, str(folder / name), metadata={"audiodiff": json.dumps(meta)})
     return {"file": name, "metrics": {"roundtrip_rel_error": enc.roundtrip_error[0]},
             "nfe": enc.steps * (2 + enc.refine)}
@@ -291,7 +301,7 @@ def _run(folder: Path, pipe, args: argparse.Namespace, plan: dict, parser) -> tu
                 "command": regenerate_command(args, parser, model.resolve(), [str(p.resolve()) for p in group],
                                               seed, label)}
         if args.op == "encode":
-            records.append({**base, **_save_noise(folder, len(records), out, model)})
+            records.append({**base, **_save_noise(folder, len(records), out, model, pipe.eps_scaling)})
             continue
         edit = dict(getattr(out, "edit", {}) or {})
         spans = [tuple(s) for s in edit.get("regions_frames", [])]
@@ -316,6 +326,9 @@ def edit(args: argparse.Namespace, parser) -> str:
         pipe = AudioDiffusionPipeline.from_pretrained(plan["model"], device=plan["device"], vocoder=args.vocoder)
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(one_line(e)) from None
+    if args.eps_scaling is not None:
+        pipe.eps_scaling = args.eps_scaling
+    plan["eps_scaling"] = pipe.eps_scaling
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+from safetensors import safe_open
 
 from audiodiff import edit as edit_cli
 from audiodiff import generate as generate_cli
@@ -82,6 +83,7 @@ def test_inpaint_a_folder_skips_the_bad_file_and_writes_every_output(setup, caps
     (["vary", "MISSING", "--strength", "0.5"], "does not exist"),
     (["vary", "CLIP", "--strength", "0.5", "--label", "9"], "label 9"),
     (["vary", "CLIP", "--strength", "0.5", "--steps", "0"], "--steps"),
+    (["vary", "CLIP", "--strength", "0.5", "--eps-scaling", "0"], "--eps-scaling 0"),
     (["frobnicate", "CLIP"], "invalid choice"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(setup, capsys, argv, message):
@@ -106,6 +108,20 @@ def test_encode_then_decode_and_loops_from_the_command_line(setup, capsys):
     assert rc == 0, stderr
     decoded = json.loads((dec / "edits.jsonl").read_text())
     assert (dec / decoded["file"]).is_file()
+    # epsilon scaling: encode records its lambda, decode uses it unless --eps-scaling says otherwise
+    enc9 = root / "enc9"
+    rc, _, stderr = run_main(edit_cli, ["encode", clips / "c0.wav", "--out", enc9, "--model", run, "--steps", "6",
+                                        "--quiet", "--label", "2", "--eps-scaling", "0.9"], capsys)
+    assert rc == 0, stderr
+    with safe_open(str(enc9 / "noise_0000.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["audiodiff"])["eps_scaling"] == 0.9
+    waves = {}
+    for name, flags in (("own", []), ("same", ["--eps-scaling", "0.9"]), ("off", ["--eps-scaling", "1"])):
+        rc, _, stderr = run_main(edit_cli, ["decode", enc9, "--out", root / f"dec9_{name}", "--model", run, "--quiet",
+                                            *flags], capsys)
+        assert rc == 0, stderr
+        waves[name] = sf.read(root / f"dec9_{name}" / "edit_0000.wav")[0]
+    assert (waves["own"] == waves["same"]).all() and not (waves["own"] == waves["off"]).all()
     loops = root / "loops"
     rc, _, stderr = run_main(edit_cli, ["loop", "--seconds", "0.3", "--out", loops, "--model", run, "--steps", "3",
                                         "--quiet", "--label", "0"], capsys)
