@@ -30,17 +30,16 @@ import torch.nn as nn
 
 from .checkpoint import CheckpointError, resume_state, save_checkpoint
 from .cli import UsageError, one_line
-from .config import build, instantiate, model_config, to_plain
+from .config import build, instantiate, to_plain
 from .data import MelDataset, batches, bin_statistics, make_loader
 from .diffusion import objectives
 from .diffusion.scaling import DataScaler
 from .hub import ModelLoadError, load_weights, match_weights, read_model_config
 from .manifest import check_prepared_audio
 from .optim import ema_copy, ema_update, optimizer_kwargs, warmup_cosine
-from .pages import mel_figure
-from .pipeline import AudioDiffusionPipeline
 from .runtime import (StopFlag, all_agree, check_shared_paths, init_distributed, pick_device, rng_state,
                       set_rng_state)
+from .train_logging import log_samples, log_scalars, tensorboard_writer
 
 log = logging.getLogger("audiodiff")
 
@@ -60,6 +59,9 @@ def train_diffusion(cfg) -> dict:
         raise UsageError(f"train.batch_size={t.batch_size} must be divisible by ranks x grad_accum "
                          f"({world} x {t.grad_accum})")
     micro = t.batch_size // (world * t.grad_accum)  # per rank, per micro-step
+    perturb = float(cfg.diffusion.get("input_perturbation") or 0.0)  # DDPM-IP's gamma (objectives.diffusion_loss)
+    if not 0.0 <= perturb <= 1.0:
+        raise UsageError(f"diffusion.input_perturbation={perturb:g} must be from 0 (off) to 1 (0.1 is usual)")
     check_shared_paths(world, rank, Path(cfg.run_dir), {"data.dir": Path(cfg.data.dir) / "manifest.jsonl"})
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -105,7 +107,7 @@ def train_diffusion(cfg) -> dict:
     stop = StopFlag(verbose=main)
     stop.install()
     crash_at = _test_crash_step(rank)
-    writer = _tensorboard(run_dir) if main else None
+    writer = tensorboard_writer(run_dir) if main else None
     label_dropout = cfg.data.label_dropout if cfg.data.num_classes else 0.0
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, desc="train", dynamic_ncols=True,
                file=sys.stderr, mininterval=1.0)
@@ -125,10 +127,11 @@ def train_diffusion(cfg) -> dict:
         if step == crash_at:  # fault injection for tests (see _test_crash_step)
             os._exit(1)
 
-        # Draw noise, timesteps and label dropout for the whole global batch, identically on every
-        # rank; each micro-batch and rank takes its rows.
+        # Draw noise (and the input perturbation), timesteps and label dropout for the whole global batch,
+        # identically on every rank; each micro-batch and rank takes its rows.
         B = t.batch_size
         noise_all = torch.randn((B, audio.n_mels, cfg.data.segment_frames), generator=gen)
+        xi_all = torch.randn(noise_all.shape, generator=gen) if perturb else None  # input perturbation
         t_all = torch.randint(0, schedule.num_steps, (B,), generator=gen)
         keep_all = torch.rand(B, generator=gen) >= label_dropout
 
@@ -141,6 +144,7 @@ def train_diffusion(cfg) -> dict:
                 x0 = scaler.encode(x0)
             rows = slice(m * micro * world + rank, (m + 1) * micro * world, world)
             noise = noise_all[rows].to(device, non_blocking=True)
+            xi = None if xi_all is None else xi_all[rows].to(device, non_blocking=True)
             timesteps = t_all[rows].to(device, non_blocking=True)
             labels = None
             if cfg.data.num_classes:
@@ -152,7 +156,8 @@ def train_diffusion(cfg) -> dict:
                 with autocast():
                     loss = objectives.diffusion_loss(model, x0, timesteps, noise, schedule,
                                                      prediction=cfg.diffusion.prediction, labels=labels,
-                                                     min_snr_gamma=cfg.diffusion.min_snr_gamma).mean()
+                                                     min_snr_gamma=cfg.diffusion.min_snr_gamma,
+                                                     input_perturbation=perturb, perturbation=xi).mean()
                 (loss / t.grad_accum).backward()
             total += loss.detach().float() / t.grad_accum
         assert isinstance(total, torch.Tensor)  # grad_accum >= 1 micro-batches were added
@@ -191,8 +196,8 @@ def train_diffusion(cfg) -> dict:
             history.append((step, last_loss))
         if main and step % t.log_every == 0:
             now = time.perf_counter()
-            _log_scalars(writer, bar, step, last_loss, scheduler.get_last_lr()[0], float(grad_norm), skipped,
-                         (step - tick_step) * t.batch_size / (now - tick))
+            log_scalars(writer, bar, step, last_loss, scheduler.get_last_lr()[0], float(grad_norm), skipped,
+                        (step - tick_step) * t.batch_size / (now - tick))
             tick, tick_step = now, step
         if step % t.ckpt_every == 0 or step == t.max_steps:
             checkpoint()
@@ -354,46 +359,3 @@ def _test_crash_step(rank: int) -> int | None:
     if not at or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         return None
     return int(at) if rank == int(os.environ.get("AUDIODIFF_TEST_CRASH_RANK", "1")) else None
-
-
-# --------------------------------------------------------------------------- logging
-
-def _tensorboard(run_dir: Path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(run_dir / "tb"))
-
-
-def _log_scalars(writer, bar, step: int, loss: float, lr: float, grad_norm: float, skipped: int, rate: float) -> None:
-    for name, value in (("loss", loss), ("lr", lr), ("grad_norm", grad_norm), ("samples_per_s", rate),
-                        ("skipped_steps", skipped)):
-        writer.add_scalar(f"train/{name}", value, step)
-    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{rate:.0f}")
-
-
-@torch.no_grad()
-def log_samples(writer, ema: nn.Module, schedule, audio, cfg, step: int) -> None:
-    """train.sample_num clips from the EMA weights (DPM-Solver++, train.sample_steps steps,
-    Griffin-Lim) to TensorBoard as audio and as one mel image. Draws from its own generators
-    in a forked RNG, so training (and its resume exactness) is unaffected."""
-    n = int(cfg.train.get("sample_num", 4))
-    classes = int(cfg.data.num_classes)
-    labels = [i % classes for i in range(n)] if classes else None
-    was_training = ema.training
-    device = next(ema.parameters()).device
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        pipe = AudioDiffusionPipeline(ema, schedule, audio, prediction=cfg.diffusion.prediction,
-                                      num_classes=classes, vocoder="griffinlim",
-                                      config=model_config(to_plain(cfg)))
-        out = pipe(batch_size=n, steps=int(cfg.train.sample_steps), sampler="dpmpp", seed=0, labels=labels,
-                   progress=False, return_mel=True)
-    ema.train(was_training)
-    for i in range(n):
-        tag = f"samples/{i}" + (f"_label{labels[i]}" if labels else "")
-        writer.add_audio(tag, out.audio[i:i + 1], step, sample_rate=audio.sample_rate)
-    # the mels side by side, with time, frequency and level axes
-    assert out.mel is not None  # return_mel=True
-    writer.add_figure("samples/mel", mel_figure(torch.cat(list(out.mel), dim=-1).numpy(), audio,
-                                                title=f"step {step}: {n} samples side by side"), step)
-    writer.flush()

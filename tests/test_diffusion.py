@@ -6,6 +6,7 @@ import torch
 
 from audiodiff.diffusion import (NoiseSchedule, classifier_free_guidance, ddim, diffusion_loss, drop_labels,
                                  make_eps_fn, min_snr_weight, q_sample, sample_timesteps, to_eps, to_x0)
+from audiodiff.diffusion.objectives import target
 
 # ---------------------------------------------------------------- schedules
 
@@ -145,6 +146,25 @@ def test_min_snr_weighted_loss_is_the_same_for_every_prediction_type():
     for prediction, out in outputs.items():
         loss = diffusion_loss(lambda *_: out, x0, t, noise, s, prediction=prediction, min_snr_gamma=5.0)
         torch.testing.assert_close(loss, expected, rtol=2e-2, atol=1e-5, msg=prediction)
+
+
+def test_input_perturbation_moves_the_input_and_keeps_the_target():
+    """DDPM-IP (Ning et al. 2023): the net sees x_t made with noise + gamma * xi, the target is still noise's."""
+    s = NoiseSchedule()
+    x0, noise, t = _batch()
+    xi = torch.randn(noise.shape, generator=torch.Generator().manual_seed(5))
+    seen = {}
+
+    def net(x_t, t_):
+        seen["x_t"] = x_t
+        return target(x0, noise, s.alpha_bar[t_].view(-1, 1, 1), "v")
+
+    loss = diffusion_loss(net, x0, t, noise, s, prediction="v", input_perturbation=0.1, perturbation=xi)
+    torch.testing.assert_close(seen["x_t"], q_sample(x0, t, noise + 0.1 * xi, s))
+    assert not torch.allclose(seen["x_t"], q_sample(x0, t, noise, s))
+    torch.testing.assert_close(loss, torch.zeros_like(loss))  # the target ignores the perturbation
+    with pytest.raises(ValueError, match="input_perturbation=1.5"):
+        diffusion_loss(net, x0, t, noise, s, input_perturbation=1.5)
 
 
 def test_sample_timesteps_range_and_generator():

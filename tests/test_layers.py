@@ -3,7 +3,7 @@ imports point down, never up; no import cycle; no hidden function-local import o
 module outside a face; modules and functions stay short enough to read.
 
     faces     train generate edit app evaluate prepare launch datasets/*   (python -m; argparse/Hydra; one-line errors)
-    training  train_diffusion train_vocoder train_classifier optim
+    training  train_diffusion train_logging train_vocoder train_classifier optim
     inference pipeline editing outputs hub fast
     parts     diffusion/ nets/ vocoders data metrics clipsets regions pages config
     base      audio manifest atomic checkpoint runtime cli install bundled version
@@ -26,7 +26,7 @@ LAYERS = {  # module (dotted, without "audiodiff.") -> layer; packages by prefix
     "diffusion": 1, "nets": 1, "vocoders": 1, "data": 1, "metrics": 1, "config": 1, "clipsets": 1, "regions": 1,
     "pages": 1,
     "fast": 2, "hub": 2, "pipeline": 2, "outputs": 2, "editing": 2,
-    "optim": 3, "train_diffusion": 3, "train_vocoder": 3, "train_classifier": 3,
+    "optim": 3, "train_diffusion": 3, "train_logging": 3, "train_vocoder": 3, "train_classifier": 3,
     "train": 4, "generate": 4, "edit": 4, "app": 4, "evaluate": 4, "prepare": 4, "launch": 4, "datasets": 4,
     "": 5,  # the package root (audiodiff/__init__.py): the public API, above everything
 }

@@ -269,6 +269,28 @@ def test_grad_accumulation_matches_large_batch(prepared, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
+def test_input_perturbation_trains_the_same_under_grad_accumulation(prepared, tmp_path):
+    """diffusion.input_perturbation draws its perturbation for the global batch from the checkpointed
+    generator, like the noise: micro-batches (and ranks) give the update of one big batch. A bad value is
+    a one-line UsageError before anything is written."""
+    from audiodiff.cli import UsageError
+    from audiodiff.train import train
+
+    ip = "diffusion.input_perturbation=0.1"
+    train(compose_config(overrides(prepared, tmp_path / "plain", "train.max_steps=3")))
+    train(compose_config(overrides(prepared, tmp_path / "a", "train.max_steps=3", ip)))
+    train(compose_config(overrides(prepared, tmp_path / "b", "train.max_steps=3", ip, "train.grad_accum=2")))
+    _, plain, _ = _final_weights(tmp_path / "plain")
+    _, a, _ = _final_weights(tmp_path / "a")
+    _, b, _ = _final_weights(tmp_path / "b")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(a[k], plain[k]) for k in a)
+    with pytest.raises(UsageError, match="input_perturbation=-0.1"):
+        train(compose_config(overrides(prepared, tmp_path / "bad", "diffusion.input_perturbation=-0.1")))
+    assert not (tmp_path / "bad").exists()
+
+
 def _torchrun(args, env_extra=None, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", *args],

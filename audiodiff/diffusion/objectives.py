@@ -78,17 +78,27 @@ def min_snr_weight(snr: torch.Tensor, gamma: float, prediction: str = "eps") -> 
 
 def diffusion_loss(net, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None, schedule: NoiseSchedule,
                    prediction: str = "eps", labels: torch.Tensor | None = None,
-                   min_snr_gamma: float | None = None) -> torch.Tensor:
+                   min_snr_gamma: float | None = None, input_perturbation: float = 0.0,
+                   perturbation: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example denoising loss [B]: mean squared error over all non-batch dims (the loop reduces).
 
     net is called as net(x_t, t, labels), or net(x_t, t) when labels is None; t is the long tensor
     [B] of training indices. noise=None draws torch.randn_like(x0). The error is taken in float32.
     min_snr_gamma (e.g. 5.0) weights each example by min_snr_weight (Hang et al. 2023).
+    input_perturbation gamma (e.g. 0.1; DDPM-IP, Ning et al. 2023) makes x_t with noise + gamma * xi (xi a
+    draw, or `perturbation`) while the target keeps noise: the net learns to undo errors like its own at
+    sampling time.
     """
     _check_prediction(prediction)
+    if not 0.0 <= input_perturbation <= 1.0:
+        raise ValueError(f"input_perturbation={input_perturbation!r} must be from 0 (off) to 1 (0.1 is usual)")
     if noise is None:
         noise = torch.randn_like(x0)
-    x_t = q_sample(x0, t, noise, schedule)  # [B, ...]
+    if input_perturbation:
+        xi = torch.randn_like(noise) if perturbation is None else perturbation
+        x_t = q_sample(x0, t, noise + input_perturbation * xi, schedule)  # [B, ...]
+    else:
+        x_t = q_sample(x0, t, noise, schedule)
     output = net(x_t, t) if labels is None else net(x_t, t, labels)
     alpha_bar = _expand(schedule.alpha_bar_at(t).to(x0.device), x0)
     goal = target(x0.float(), noise.float(), alpha_bar, prediction)
