@@ -31,7 +31,7 @@ from .atomic import replace_dir
 from .audio import save_audio
 from .cli import OneLineParser, UsageError, one_line, run_face
 from .bundled import CARD, bundled_names, bundled_path
-from .diffusion.guidance import check_eps_scaling
+from .diffusion.guidance import check_eps_scaling, check_eps_scaling_max_sigma
 from .hub import find_latest_run, read_model_config
 from .pages import html_page, save_mel_png
 from .pipeline import AudioDiffusionPipeline
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps-scaling", type=float, default=None, metavar="LAMBDA",
                    help="divide the noise estimate by LAMBDA at every step (epsilon scaling; 1 = off; "
                         "default: the model's diffusion.eps_scaling, else 1)")
+    p.add_argument("--eps-scaling-max-sigma", type=float, default=None, metavar="S",
+                   help="scale only at noise levels sigma <= S (default: the model's "
+                        "diffusion.eps_scaling_max_sigma, else every step)")
     p.add_argument("--seconds", type=str, default=None,
                    help="clip length, any length: longer than the training segment is denoised in windows "
                         "(default: the training segment)")
@@ -162,6 +165,8 @@ def regenerate_command(model: Path, record: dict, device: str) -> str:
         parts += ["--guidance-interval", ",".join(repr(v) for v in record["guidance_interval"])]
     if record.get("eps_scaling", 1.0) != 1.0:
         parts += ["--eps-scaling", repr(record["eps_scaling"])]
+    if record.get("eps_scaling_max_sigma") is not None:
+        parts += ["--eps-scaling-max-sigma", repr(record["eps_scaling_max_sigma"])]
     if record["seconds"] is not None:
         parts += ["--seconds", repr(record["seconds"])]
     if record["eta"]:
@@ -185,6 +190,8 @@ def generate(args: argparse.Namespace) -> str:
         pipe = AudioDiffusionPipeline.from_pretrained(model, device=device, vocoder=args.vocoder)
         if args.eps_scaling is not None:
             pipe.eps_scaling = args.eps_scaling
+        if args.eps_scaling_max_sigma is not None:
+            pipe.config["diffusion"]["eps_scaling_max_sigma"] = args.eps_scaling_max_sigma
     except (ValueError, MissingPackageError, FileNotFoundError) as e:
         raise UsageError(one_line(e)) from None
     loaded = time.perf_counter()
@@ -267,6 +274,7 @@ def _validate(args: argparse.Namespace) -> tuple[Path, dict]:
     try:
         if args.eps_scaling is not None:
             check_eps_scaling(args.eps_scaling)
+        check_eps_scaling_max_sigma(args.eps_scaling_max_sigma)
         clip_labels = None if labels is None else [labels[i % len(labels)] for i in range(args.num)]
         interval = spec.check_request(batch_size=args.num, steps=args.steps, sampler=args.sampler, seed=args.seed,
                                       labels=clip_labels, guidance_scale=args.guidance, seconds=seconds, eta=args.eta,
@@ -312,6 +320,7 @@ def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, requ
                 "guidance": float(args.guidance), "eta": float(args.eta), "seconds": request["seconds"],
                 "guidance_interval": None if interval is None else list(interval),
                 "eps_scaling": pipe.eps_scaling,
+                "eps_scaling_max_sigma": pipe.config["diffusion"].get("eps_scaling_max_sigma"),
                 "duration": result.audio.shape[-1] / result.sample_rate, "num_frames": int(result.mel.shape[-1]),
                 "vocoder": request["vocoder"], "sample_rate": result.sample_rate, "device": device.type,
                 "loop": args.loop, "window_frames": args.window_frames, "stride_frames": args.stride_frames,
@@ -339,6 +348,7 @@ def _write_clips(folder: Path, pipe, args: argparse.Namespace, model: Path, requ
 def flag_names(message: str) -> str:
     """Pipeline messages name keyword arguments; on the command line say the flag."""
     for kwarg, flag in (("guidance_interval=", "--guidance-interval "), ("eps_scaling=", "--eps-scaling "),
+                        ("eps_scaling_max_sigma=", "--eps-scaling-max-sigma "),
                         ("guidance_scale=", "--guidance "),
                         ("steps=", "--steps "), ("sampler=", "--sampler "), ("seconds=", "--seconds "),
                         ("eta=", "--eta "), ("seed=", "--seed "), ("batch_size=", "--num ")):

@@ -78,8 +78,8 @@ class AudioDiffusionPipeline(EditingMixin):
     step replayed from a cached CUDA graph; "compile" adds torch.compile; on the CPU, one thread for
     small nets. False gives the plain eager path. Samples agree to float rounding either way.
 
-    Attribute `eps_scaling` (lambda; default 1 = off, else the model config's diffusion.eps_scaling):
-    every sampling step divides the noise estimate by it (guidance.scale_eps, after guidance).
+    Attribute `eps_scaling` (lambda; 1 = off, else config diffusion.eps_scaling): sampling steps divide the noise
+    estimate by it (guidance.scale_eps, after guidance); only at sigma <= diffusion.eps_scaling_max_sigma if set.
     """
 
     path: Path  # set by from_pretrained only: the model's folder and the weights file
@@ -252,7 +252,8 @@ class AudioDiffusionPipeline(EditingMixin):
             if windowed:
                 assert x_T is not None and window is not None
                 eps_fn = window_eps_fn(eps_fn, x_T.shape[-1], window, stride, circular=circular)
-        eps_fn = scale_eps(eps_fn, self.eps_scaling)
+        eps_fn = scale_eps(eps_fn, self.eps_scaling, self.schedule,
+                           self.config["diffusion"].get("eps_scaling_max_sigma"))
         if clip:
             low: float | torch.Tensor
             high: float | torch.Tensor

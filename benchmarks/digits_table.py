@@ -60,8 +60,8 @@ COLUMNS = (("FID", "FID", True, ".3f"), ("IS", "IS", False, ".3f"), ("mIS", "mIS
            ("peak_db", "peak dBFS", None, ".1f"), ("rms_db", "RMS dBFS", None, ".1f"),
            ("judge_accuracy", "judge", False, "%"))
 SETTING_KEYS = ("model", "checkpoint", "step", "classifier", "reference", "test", "guidance", "guidance_interval",
-                "seed", "eps_scaling")
-SETTING_DEFAULTS = {"eps_scaling": 1.0}  # for JSON files written before the key existed
+                "seed", "eps_scaling", "eps_scaling_max_sigma")
+SETTING_DEFAULTS = {"eps_scaling": 1.0, "eps_scaling_max_sigma": None}  # for JSON files written before the keys
 
 
 class TableError(Exception):
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guide only at noise levels sigma in (LO, HI], e.g. 2,inf (default: every step)")
     p.add_argument("--eps-scaling", type=float, default=None, metavar="LAMBDA",
                    help="divide the noise estimate by LAMBDA at every step (default: the model's, else 1 = off)")
+    p.add_argument("--eps-scaling-max-sigma", type=float, default=None, metavar="S",
+                   help="scale only at noise levels sigma <= S (default: the model's, else every step)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0, help="clip i of a row uses seed + i; also the NDB K-means")
@@ -262,7 +264,8 @@ def format_markdown(state: dict, order: list[str] | None = None) -> str:
     interval = s.get("guidance_interval")
     within = "" if not interval else f" for sigma in ({interval[0]:g}, {interval[1]:g}]"
     lam = s.get("eps_scaling", 1.0)
-    scaling = "" if lam == 1.0 else f", epsilon scaling {lam:g}"
+    bound = s.get("eps_scaling_max_sigma")
+    scaling = "" if lam == 1.0 else f", epsilon scaling {lam:g}" + (f" at sigma <= {bound:g}" if bound else "")
     lines = [f"### Digits: {s['model']} (step {s['step']}), guidance {s['guidance']:g}{within}{scaling}", ""]
     hardware_seen = sorted({r.get("hardware") for r in state["rows"].values() if r.get("hardware")})
     lines += [f"- hardware: {run.get('hardware', '?')}",
@@ -318,6 +321,7 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
     from audiodiff.audio import MelSpec, load_audio, loudness
     from audiodiff.manifest import read_prepared
     from audiodiff.cli import UsageError
+    from audiodiff.diffusion.guidance import check_eps_scaling_max_sigma
     from audiodiff.evaluate import waves_to_mels
     from audiodiff.clipsets import read_prepared_split
     from audiodiff.metrics import ClassifierScorer, classify, load_classifier
@@ -348,8 +352,11 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
         raise TableError(str(e).splitlines()[0] if str(e) else f"cannot load model {args.model}") from None
     try:
         pipe.eps_scaling = pipe.eps_scaling if args.eps_scaling is None else args.eps_scaling
+        if args.eps_scaling_max_sigma is not None:
+            pipe.config["diffusion"]["eps_scaling_max_sigma"] = check_eps_scaling_max_sigma(args.eps_scaling_max_sigma)
     except ValueError as e:
-        raise TableError(str(e).replace("eps_scaling=", "--eps-scaling ")) from None
+        raise TableError(str(e).replace("eps_scaling_max_sigma=", "--eps-scaling-max-sigma ")
+                         .replace("eps_scaling=", "--eps-scaling ")) from None
     classifier, info = load_classifier(args.classifier, device)
     judge = load_classifier(args.judge, device) if args.judge is not None else None
 
@@ -394,7 +401,8 @@ def run(args, argv: list[str]) -> tuple[dict, list[str]]:
                 "step": pipe.config.get("step"), "classifier": _rel(info["path"]),
                 "reference": _rel(args.reference), "test": _rel(args.test),
                 "guidance": float(guidance), "guidance_interval": None if interval is None else list(interval),
-                "seed": int(args.seed), "eps_scaling": pipe.eps_scaling}
+                "seed": int(args.seed), "eps_scaling": pipe.eps_scaling,
+                "eps_scaling_max_sigma": pipe.config["diffusion"].get("eps_scaling_max_sigma")}
     state = load_state(args.json, settings, args.restart)
     state["model_info"] = {"params": sum(p.numel() for p in pipe.net.parameters()), "num_classes": num_classes,
                            "net": type(pipe.net).__name__, "segment_frames": pipe.segment_frames,

@@ -241,6 +241,30 @@ def test_guidance_interval_guides_only_inside_its_noise_levels():
     torch.testing.assert_close(high[1:], cond[1:])  # the bound itself is outside: (low, high]
 
 
+def test_eps_scaling_with_a_sigma_bound_scales_only_the_low_noise_samples():
+    """scale_eps(max_sigma=S): eps / lambda where sigma(t) <= S, eps untouched above, chosen per sample from t;
+    a bound above every sigma is the constant scaling; bad bounds are one-line ValueErrors naming the value."""
+    from audiodiff.diffusion.guidance import check_eps_scaling_max_sigma, scale_eps
+
+    s = NoiseSchedule()
+    sigma = ((1 - s.alpha_bar) / s.alpha_bar).sqrt()
+    x = torch.randn(3, 4, 5)
+    t = torch.tensor([999, 500, 5])  # high, middle and low noise
+    eps_fn = lambda x_, t_: x_ * 2  # noqa: E731
+    out = scale_eps(eps_fn, 0.8, s, float(sigma[500]))(x, t)  # the bound itself is inside
+    torch.testing.assert_close(out[0], 2 * x[0])
+    torch.testing.assert_close(out[1:], 2 * x[1:] / 0.8)
+    torch.testing.assert_close(scale_eps(eps_fn, 0.8, s, 1e9)(x, t), scale_eps(eps_fn, 0.8)(x, t))
+    torch.testing.assert_close(scale_eps(eps_fn, 0.8, s, 1.0)(x, torch.tensor(5)), 2 * x / 0.8)  # scalar t
+    assert scale_eps(eps_fn, 1.0, s, 1.0) is eps_fn
+    for bad in (0, -1, float("nan"), "x", True):
+        with pytest.raises(ValueError, match="eps_scaling_max_sigma") as e:
+            check_eps_scaling_max_sigma(bad)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="needs the schedule"):
+        scale_eps(eps_fn, 0.8, None, 1.0)
+
+
 @pytest.mark.parametrize("interval", [(2,), (3, 1), (-1, 2), ("a", 2), (float("nan"), 1), 5])
 def test_guidance_interval_errors_name_the_value(interval):
     from audiodiff.diffusion.guidance import check_guidance_interval

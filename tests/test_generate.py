@@ -175,6 +175,27 @@ def test_eps_scaling_is_recorded_and_regenerates(tmp_path, cond_run):
     assert np.abs(spec(a) - spec(b)).mean() < 0.05 * np.abs(spec(a) - spec(c)).mean()
 
 
+def test_eps_scaling_max_sigma_is_recorded_and_regenerates(tmp_path, cond_run, capsys):
+    """--eps-scaling-max-sigma reaches the sampler (other audio than the constant scaling), is recorded with
+    its command, which makes the same clip again; a bad value exits 2 with one line before anything is written."""
+    common = ["--model", str(cond_run), "--num", "1", "--label", "1", "--eps-scaling", "0.8", *FAST]
+    bounded, constant, again = tmp_path / "bounded", tmp_path / "constant", tmp_path / "again"
+    assert main(["--out", str(bounded), "--eps-scaling-max-sigma", "1", *common]) == 0
+    assert main(["--out", str(constant), *common]) == 0
+    rec = records(bounded)[0]
+    assert rec["eps_scaling_max_sigma"] == 1.0 and "--eps-scaling-max-sigma 1.0" in rec["command"]
+    assert records(constant)[0]["eps_scaling_max_sigma"] is None
+    args = shlex.split(rec["command"])[3:]
+    args[args.index("--out") + 1] = str(again)
+    assert main(args + ["--quiet"]) == 0
+    a, b, c = (sf.read(d / "clip_0000.wav")[0] for d in (bounded, again, constant))
+    assert np.abs(a - b).max() < 1e-4 < np.abs(a - c).max()
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "bad"), "--eps-scaling-max-sigma", "0", *common]) == 2
+    err = capsys.readouterr().err
+    assert "--eps-scaling-max-sigma 0" in err and err.count("\n") == 1 and not (tmp_path / "bad").exists()
+
+
 def test_bad_model_and_label_range_exit_2(tmp_path, cond_run, capsys):
     out = tmp_path / "clips"
     assert main(["--out", str(out), "--model", str(tmp_path / "missing"), *FAST]) == 2

@@ -133,19 +133,46 @@ def check_eps_scaling(value) -> float:
     return lam
 
 
-def scale_eps(eps_fn: Callable, lam: float) -> Callable:
+def check_eps_scaling_max_sigma(value) -> float | None:
+    """A valid noise-level bound for scale_eps (None = every step) as a float; ValueError naming it otherwise."""
+    if value is None:
+        return None
+    try:
+        bound = float(value)
+    except (TypeError, ValueError):
+        bound = float("nan")
+    if isinstance(value, bool) or not (math.isfinite(bound) and bound > 0):
+        raise ValueError(f"eps_scaling_max_sigma={value!r} must be a positive number (the noise level sigma at "
+                         "and below which the noise estimate is scaled; none: every step)")
+    return bound
+
+
+def scale_eps(eps_fn: Callable, lam: float, schedule: NoiseSchedule | None = None,
+              max_sigma: float | None = None) -> Callable:
     """Epsilon scaling (Ning et al. 2024, "Elucidating the exposure bias in diffusion models"): the sampler
     sees eps_fn(x_t, t) / lam, at every step. It corrects, without retraining, a net whose noise estimate on
     its own sampled x_t is off in scale (exposure bias: at sampling the net sees its earlier errors, never
     seen in training). lam < 1 enlarges the estimate, so each step takes away more noise: for the digits
-    models the residual noise otherwise left in is extra energy in the mel (egs/digits/README.md)."""
+    models the residual noise otherwise left in is extra energy in the mel (egs/digits/README.md).
+    max_sigma (with `schedule`) scales only the steps whose noise level sigma = sqrt((1 - ab) / ab) is at or
+    below it: at high noise (1/lam - 1) sigma eps moves the clean estimate by many data deviations."""
     lam = check_eps_scaling(lam)
+    max_sigma = check_eps_scaling_max_sigma(max_sigma)
     if lam == 1.0:
         return eps_fn
+    if max_sigma is None:
+        def scaled(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return eps_fn(x, t) / lam
+        return scaled
+    if schedule is None:
+        raise ValueError("scale_eps: max_sigma needs the schedule (sigma of each t)")
 
-    def scaled(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return eps_fn(x, t) / lam
-    return scaled
+    def bounded(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = eps_fn(x, t)
+        ab = schedule.alpha_bar_at(t).float()
+        factor = torch.where(((1 - ab) / ab).sqrt() <= max_sigma, 1.0 / lam, 1.0)  # t's shape, no host sync
+        return eps * _expand(factor.to(eps.device), eps)
+    return bounded
 
 
 def clip_x0(eps_fn: Callable, schedule: NoiseSchedule, low: float | torch.Tensor,
