@@ -57,6 +57,10 @@ def envelope_shape(ms: MelSpec, mel: torch.Tensor) -> tuple[float, float]:
     return float(second[voiced].mean()), float((energy > top - 3).float().sum(1).mean())
 
 
+def _mean(cells: torch.Tensor) -> str:
+    return f"{cells.mean():+.3f}" if cells.numel() else "(no such cells)"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True)
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
             diff = ms(w)[..., :mel.shape[-1]] - mel
             print(f"  {vocoder:16s} over full scale {level['over_full_scale']:.2f}, peak {level['peak_db']:.1f}, "
                   f"RMS {level['rms_db']:.1f} dBFS; mel(audio) - mel: all {diff.mean():+.3f}, "
-                  f"low {diff[mel < -0.7].mean():+.3f}, high {diff[mel > 0.3].mean():+.3f}")
+                  f"low {_mean(diff[mel < -0.7])}, high {_mean(diff[mel > 0.3])}")
     return 0
 
 
