@@ -121,13 +121,19 @@ def make_eps_fn(net, schedule: NoiseSchedule, prediction: str = "eps", labels: t
                                     schedule)
 
 
+def _finite(value) -> float:
+    """value as a float, or NaN for anything that is not a finite number (bools included)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return number if math.isfinite(number) and not isinstance(value, bool) else float("nan")
+
+
 def check_eps_scaling(value) -> float:
     """A valid epsilon-scaling lambda (scale_eps) as a float; ValueError naming the value otherwise."""
-    try:
-        lam = float(value)
-    except (TypeError, ValueError):
-        lam = float("nan")
-    if isinstance(value, bool) or not (math.isfinite(lam) and 0.5 <= lam <= 2.0):
+    lam = _finite(value)
+    if not 0.5 <= lam <= 2.0:
         raise ValueError(f"eps_scaling={value!r} must be a number from 0.5 to 2 (1 = off; the noise prediction "
                          "is divided by it)")
     return lam
@@ -137,11 +143,8 @@ def check_eps_scaling_max_sigma(value) -> float | None:
     """A valid noise-level bound for scale_eps (None = every step) as a float; ValueError naming it otherwise."""
     if value is None:
         return None
-    try:
-        bound = float(value)
-    except (TypeError, ValueError):
-        bound = float("nan")
-    if isinstance(value, bool) or not (math.isfinite(bound) and bound > 0):
+    bound = _finite(value)
+    if not bound > 0:
         raise ValueError(f"eps_scaling_max_sigma={value!r} must be a positive number (the noise level sigma at "
                          "and below which the noise estimate is scaled; none: every step)")
     return bound
